@@ -1,0 +1,79 @@
+"""Every setting of phq-monitor, read from `PHQ_`-prefixed environment variables.
+
+The README lists each one with its default; this class is the single source of both.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_DIR_DEFAULT = ".phq/dev"
+
+
+def _dev_state(dev_dir: str) -> dict:
+    """The services `phq dev up` started here, if any (so `phq ...` works without `phq dev env`)."""
+    path = Path(dev_dir) / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PHQ_", extra="ignore")
+
+    # Services
+    kafka_bootstrap: str = ""  # empty: the broker `phq dev up` started, else 127.0.0.1:9092
+    database_url: str = ""  # empty: the Postgres `phq dev up` started, else postgresql+psycopg://phq@127.0.0.1:5432/phq
+    dev_dir: str = DEV_DIR_DEFAULT
+    topic_prefix: str = ""  # prepended to every topic name; tests use their own
+    partitions: int = Field(6, ge=1)
+    transcript_retention_days: float = Field(30, gt=0)
+    request_retention_days: float = Field(7, gt=0)
+
+    # Events and sessions (CONTRACT sections 1 and 2)
+    max_clock_skew_s: float = Field(300, ge=0)
+    max_event_bytes: int = Field(64 * 1024, gt=0)
+    session_idle_s: float = Field(1800, gt=0)
+    window_days: float = Field(14, gt=0)
+    transcript_max_bytes: int = Field(512 * 1024, gt=0)
+
+    # Scoring
+    model_dir: str = ".phq/models"
+    model_path: str = ""  # empty: the newest directory under model_dir
+    backend: str = "auto"  # auto | transformers | vllm
+    batch_max_wait_ms: int = Field(200, ge=0)
+    batch_token_budget: int = Field(16384, gt=0)
+
+    # Change events (CONTRACT section 3)
+    reliable_change: float = Field(5, gt=0)
+    clinical_threshold: float = Field(10, ge=0, le=27)
+
+    # Processes
+    metrics_port: int = Field(0, ge=0, le=65535)
+    log_level: str = "INFO"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+
+    def kafka(self) -> str:
+        return self.kafka_bootstrap or _dev_state(self.dev_dir).get("kafka_bootstrap") or "127.0.0.1:9092"
+
+    def db_url(self) -> str:
+        return (
+            self.database_url
+            or _dev_state(self.dev_dir).get("database_url")
+            or "postgresql+psycopg://phq@127.0.0.1:5432/phq"
+        )
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

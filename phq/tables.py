@@ -1,0 +1,63 @@
+"""Table definitions of CONTRACT section 3 (SQLAlchemy Core). Alembic in migrations/ owns the schema;
+these mirror it for queries, and a test checks that they agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Real,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+
+metadata = MetaData()
+
+phq9_scores = Table(
+    "phq9_scores",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("request_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("score", Real, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("model_version", Text, nullable=False),
+    Column("n_sessions", Integer, nullable=False),
+    Column("n_user_turns", Integer, nullable=False),
+    Column("n_tokens", Integer, nullable=False),
+    Column("trigger_session_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("request_id", "model_version", name="uq_phq9_scores_request_model"),
+    Index("ix_phq9_scores_user_scored_at", "user_id", "scored_at"),
+)
+
+symptom_change_events = Table(
+    "symptom_change_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("score_id", BigInteger, ForeignKey("phq9_scores.id", ondelete="CASCADE"), nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("direction", Text, nullable=False),
+    Column("previous_score", Real, nullable=False),
+    Column("current_score", Real, nullable=False),
+    Column("delta", Real, nullable=False),
+    Column("previous_severity", Text, nullable=False),
+    Column("current_severity", Text, nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    Column("acknowledged_by", Text, nullable=True),
+    UniqueConstraint("score_id", "kind", name="uq_symptom_change_events_score_kind"),
+    Index("ix_symptom_change_events_user_detected", "user_id", "detected_at"),
+)
