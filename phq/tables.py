@@ -3,6 +3,7 @@ these mirror it for queries, and a test checks that they agree."""
 
 from __future__ import annotations
 
+from sqlalchemy import REAL as Real
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -12,7 +13,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Real,
     Table,
     Text,
     UniqueConstraint,
