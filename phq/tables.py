@@ -61,3 +61,80 @@ symptom_change_events = Table(
     UniqueConstraint("score_id", "kind", name="uq_symptom_change_events_score_kind"),
     Index("ix_symptom_change_events_user_detected", "user_id", "detected_at"),
 )
+
+# --- Care teams (migration 0002): teams, tokens, assignments, audit log, webhooks, deliveries, erasures.
+
+care_teams = Table(
+    "care_teams",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+care_tokens = Table(
+    "care_tokens",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("team_id", BigInteger, ForeignKey("care_teams.id"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("token_hash", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+care_assignments = Table(
+    "care_assignments",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("team_id", BigInteger, ForeignKey("care_teams.id"), nullable=False),
+    Column("assigned_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_care_assignments_team", "team_id", "user_id"),
+)
+
+care_audit_log = Table(
+    "care_audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("team_id", BigInteger, nullable=False),
+    Column("token_id", BigInteger, nullable=False),
+    Column("token_label", Text, nullable=False),
+    Column("user_id", Text, nullable=True),
+    Column("alert_id", BigInteger, nullable=True),
+    Column("action", Text, nullable=False),
+    Index("ix_care_audit_log_team", "team_id", "id"),
+)
+
+care_webhooks = Table(
+    "care_webhooks",
+    metadata,
+    Column("team_id", BigInteger, ForeignKey("care_teams.id"), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("alert_id", BigInteger, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("team_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_alert_deliveries_alert", "alert_id", "team_id"),
+    Index("ix_alert_deliveries_user", "user_id"),
+)
+
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)
