@@ -1,0 +1,1 @@
+"""Care teams: the HTTP API and dashboard, teams and tokens, alert delivery and erasure."""

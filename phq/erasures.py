@@ -1,0 +1,138 @@
+"""Erasures as every process sees them: the compacted topic `phq.erasures` (key and value below)
+read into a {user_id: erased_at} map, and the rule "ignore what a user did before their erasure".
+
+Value: JSON {"user_id": ..., "erased_at": ISO 8601 with offset}; key: user_id (UTF-8), so
+compaction keeps each user's latest erasure.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from phq import topics
+from phq.settings import Settings
+
+
+def erasure_value(user_id: str, erased_at: datetime) -> bytes:
+    return json.dumps({"user_id": user_id, "erased_at": erased_at.astimezone(timezone.utc).isoformat()}).encode()
+
+
+def parse_erasure(value: bytes | None) -> tuple[str, datetime] | None:
+    """(user_id, erased_at) of one topic value; None for a tombstone or a malformed value."""
+    try:
+        data = json.loads(value or b"")
+        erased_at = datetime.fromisoformat(data["erased_at"])
+        if erased_at.tzinfo is None or not isinstance(data["user_id"], str):
+            return None
+        return data["user_id"], erased_at
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def is_erased(erasures: Mapping[str, datetime], user_id: str, event_time: datetime) -> bool:
+    """True when `user_id` was erased at or after `event_time`: whatever happened before must be ignored.
+
+    Events after the erasure (the user came back) are a fresh start and count again.
+    """
+    erased_at = erasures.get(user_id)
+    return erased_at is not None and event_time <= erased_at
+
+
+def publish_erasure(settings: Settings, user_id: str, erased_at: datetime, timeout_s: float = 30) -> None:
+    """Produce the erasure and wait until the broker has it (raises when it does not)."""
+    errors: list[str] = []
+
+    def on_delivery(err, _msg):
+        if err is not None:
+            errors.append(str(err))
+
+    producer = Producer({"bootstrap.servers": settings.kafka(), "acks": "all", "enable.idempotence": True})
+    producer.produce(
+        settings.topic(topics.ERASURES), key=user_id.encode(), value=erasure_value(user_id, erased_at),
+        on_delivery=on_delivery,
+    )
+    if producer.flush(timeout_s) or errors:
+        raise KafkaException(f"erasure of a user was not acknowledged by the broker: {errors or 'timeout'}")
+
+
+class ErasureLog:
+    """The erasures topic read from the beginning, kept current with `catch_up()`.
+
+    Uses manual assignment (no consumer group), so every process reads the whole topic on start.
+    """
+
+    def __init__(self, settings: Settings):
+        self.erased: dict[str, datetime] = {}
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.kafka(),
+            "group.id": f"phq-erasures-reader-{uuid.uuid4().hex}",  # unused: offsets are never committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        })
+        topic = settings.topic(topics.ERASURES)
+        meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise KafkaException(f"topic {topic} is not readable ({meta.error}); run `phq topics`")
+        self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        self._consumer.assign(self._partitions)
+
+    def is_erased(self, user_id: str, event_time: datetime) -> bool:
+        return is_erased(self.erased, user_id, event_time)
+
+    def catch_up(self, timeout_s: float = 10.0) -> dict[str, datetime]:
+        """Read up to the end of every partition as it is now (or until the timeout)."""
+        pending = self._ends_to_reach()
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            msg = self._consumer.poll(0.2)
+            if msg is None:
+                pending = {p: end for p, end in pending.items() if self._position(p) < end}
+                continue
+            if msg.error() is None:
+                self._apply(msg.value())
+            if msg.offset() is not None and msg.offset() + 1 >= pending.get(msg.partition(), 0):
+                pending.pop(msg.partition(), None)
+        return self.erased
+
+    def poll_new(self) -> None:
+        """Apply whatever has arrived since the last call, without waiting."""
+        while (msg := self._consumer.poll(0)) is not None:
+            if msg.error() is None:
+                self._apply(msg.value())
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _apply(self, value: bytes | None) -> None:
+        parsed = parse_erasure(value)
+        if parsed is not None:
+            user_id, erased_at = parsed
+            self.erased[user_id] = max(erased_at, self.erased.get(user_id, erased_at))
+
+    def _ends_to_reach(self) -> dict[int, int]:
+        ends = {}
+        for tp in self._partitions:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+            if high > low and self._position(tp.partition) < high:
+                ends[tp.partition] = high
+        return ends
+
+    def _position(self, partition: int) -> int:
+        tp = next(t for t in self._partitions if t.partition == partition)
+        pos = self._consumer.position([TopicPartition(tp.topic, partition)])[0].offset
+        return pos if pos >= 0 else 0
+
+
+def read_erasures(settings: Settings, timeout_s: float = 10.0) -> dict[str, datetime]:
+    """The whole erasures topic as {user_id: erased_at} (for a process that reads it once)."""
+    log = ErasureLog(settings)
+    try:
+        return dict(log.catch_up(timeout_s))
+    finally:
+        log.close()
