@@ -60,6 +60,19 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
 
+    # Stream processor (phq stream)
+    stream_store: str = "rocksdb"  # rocksdb (local state survives restarts) | memory (replays the changelog)
+    stream_state_dir: str = ".phq/stream-state"  # local RocksDB stores, one slot dir per process on a host
+    stream_batch_max: int = Field(1000, gt=0)  # events per Kafka transaction at most
+    stream_batch_wait_ms: int = Field(100, ge=0)  # how long a transaction waits to fill
+    stream_transaction_timeout_ms: int = Field(10000, gt=0)  # a crashed processor's partitions stall at most this
+
+    # Scoring worker (phq score-worker)
+    worker_max_in_flight: int = Field(512, gt=0)  # requests held before partitions are paused (backpressure)
+    worker_max_poll_interval_ms: int = Field(300000, gt=0)
+    worker_db_retry_max_s: float = Field(30, gt=0)  # cap of the backoff while Postgres is unreachable
+    worker_scorer: str = ""  # module:callable building the scorer; empty: scoring.engine.Scorer.from_settings
+
     def kafka(self) -> str:
         return self.kafka_bootstrap or _dev_state(self.dev_dir).get("kafka_bootstrap") or "127.0.0.1:9092"
 

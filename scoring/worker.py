@@ -1,0 +1,415 @@
+"""`phq score-worker`: scoring requests in; scores, change events and their topics out.
+
+Two threads: the poll thread only talks to the consumer (so a long model call never breaks
+max.poll.interval.ms); the scoring thread runs rounds, each following `ScoringWorker.run_round`,
+the one place the delivery protocol is written down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from phq import topics
+from phq.changes import detect_changes
+from phq.db import engine as make_engine
+from phq.erasures import ErasureLog
+from phq.models import ScoringRequest
+from phq.settings import Settings
+from phq.telemetry import serve_metrics, setup_logging
+
+log = logging.getLogger("phq.score_worker")
+
+REQUESTS = Counter("phq_worker_requests_total", "Scoring requests consumed, by outcome", ["outcome"])
+for _outcome in ("scored", "replayed", "erased", "malformed"):
+    REQUESTS.labels(_outcome)
+ROUND_SIZE = Histogram("phq_worker_round_requests", "Requests per scoring round",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+TOKEN_FILL = Histogram("phq_worker_round_token_fill", "Tokens of a round as a share of PHQ_BATCH_TOKEN_BUDGET",
+                       buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5))
+SCORING_SECONDS = Histogram("phq_worker_scoring_seconds", "Model time per round (render and forward)")
+END_TO_ROW_SECONDS = Histogram("phq_worker_request_to_row_seconds",
+                               "From the stream processor emitting a request (its session's end) to the committed row",
+                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+DB_RETRIES = Counter("phq_worker_db_retries_total", "Postgres transactions retried after a connection error")
+IN_FLIGHT = Gauge("phq_worker_in_flight", "Requests consumed and not yet committed")
+LAG = Gauge("phq_worker_consumer_lag", "Requests not yet consumed, by partition", ["partition"])
+REBALANCES = Counter("phq_worker_assignments_total", "Partition assignments received (rebalances)")
+
+
+def group_id(settings: Settings) -> str:
+    return settings.topic("phq-score-worker")
+
+
+@dataclass
+class Item:
+    """One consumed request (or a record to skip) with the coordinates its offset commit needs."""
+
+    partition: int
+    offset: int
+    request: ScoringRequest | None  # None: nothing to score (malformed or erased); only its offset counts
+
+
+# ------------------------------------------------------------------------------------ Postgres
+
+_INSERT_SCORE = text("""
+    INSERT INTO phq9_scores (request_id, user_id, scored_at, window_start, window_end, score, severity,
+        model_version, n_sessions, n_user_turns, n_tokens, trigger_session_id)
+    VALUES (:request_id, :user_id, :scored_at, :window_start, :window_end, :score, :severity,
+        :model_version, :n_sessions, :n_user_turns, :n_tokens, :trigger_session_id)
+    ON CONFLICT (request_id, model_version) DO NOTHING
+    RETURNING *""")
+_EXISTING_SCORE = text("SELECT * FROM phq9_scores WHERE request_id = :request_id AND model_version = :model_version")
+_PREDECESSOR = text("""
+    SELECT score, severity FROM phq9_scores
+    WHERE user_id = :user_id AND model_version = :model_version AND id <> :id
+      AND (scored_at, request_id) < (:scored_at, :request_id)
+    ORDER BY scored_at DESC, request_id DESC LIMIT 1""")
+_INSERT_CHANGE = text("""
+    INSERT INTO symptom_change_events (user_id, score_id, detected_at, kind, direction, previous_score,
+        current_score, delta, previous_severity, current_severity)
+    VALUES (:user_id, :score_id, now(), :kind, :direction, :previous_score, :current_score, :delta,
+        :previous_severity, :current_severity)
+    ON CONFLICT (score_id, kind) DO NOTHING""")
+_CHANGES_OF = text("SELECT * FROM symptom_change_events WHERE score_id = :score_id ORDER BY kind")
+
+
+def score_row(request: ScoringRequest, output, model_version: str) -> dict:
+    return {
+        "request_id": request.request_id,
+        "user_id": request.user_id,
+        "scored_at": request.trigger_ts,
+        "window_start": output.window_start or request.trigger_ts,
+        "window_end": request.trigger_ts,
+        "score": output.score,
+        "severity": output.severity,
+        "model_version": model_version,
+        "n_sessions": output.n_sessions,
+        "n_user_turns": output.n_user_turns,
+        "n_tokens": output.n_tokens,
+        "trigger_session_id": request.trigger_session_id,
+    }
+
+
+def store_scores(conn, rows: list[dict], settings: Settings) -> list[tuple[dict, list[dict]]]:
+    """Insert scores and their change events in one open transaction, idempotently.
+
+    Returns every row with its change events, new or already there, so outputs can be (re)published.
+    Rows go in (user, scored_at) order under a per-user lock, so each is compared with the score
+    before it by scored_at even while a rebalance lets two workers touch one user.
+    """
+    out = []
+    for row in sorted(rows, key=lambda r: (r["user_id"], r["scored_at"], r["request_id"])):
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:u, 0))"), {"u": row["user_id"]})
+        new = conn.execute(_INSERT_SCORE, row).mappings().first()
+        if new is None:
+            stored = dict(conn.execute(_EXISTING_SCORE, row).mappings().one())
+        else:
+            stored = dict(new)
+            _insert_changes(conn, stored, settings)
+        changes = [dict(c) for c in conn.execute(_CHANGES_OF, {"score_id": stored["id"]}).mappings()]
+        out.append((stored, changes))
+    return out
+
+
+def _insert_changes(conn, stored: dict, settings: Settings) -> None:
+    previous = conn.execute(_PREDECESSOR, stored).mappings().first()
+    if previous is None:
+        return
+    for change in detect_changes(previous["score"], stored["score"], reliable_change=settings.reliable_change,
+                                 clinical_threshold=settings.clinical_threshold):
+        conn.execute(_INSERT_CHANGE, {"user_id": stored["user_id"], "score_id": stored["id"], **change.__dict__})
+
+
+def to_json(row: dict) -> bytes:
+    return json.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}).encode()
+
+
+# ------------------------------------------------------------------------------------ the worker
+
+
+class ScoringWorker:
+    def __init__(self, settings: Settings, scorer):
+        self.settings = settings
+        self.scorer = scorer
+        self.engine = make_engine(settings.db_url())
+        self.source = settings.topic(topics.SCORING_REQUESTS)
+        self.scores_topic = settings.topic(topics.SCORES)
+        self.alerts_topic = settings.topic(topics.ALERTS)
+        self.inbox: deque[Item] = deque()
+        self.cond = threading.Condition()
+        self.round_lock = threading.Lock()  # held for a whole round; a revoke waits on it
+        self.paused = False
+        self.running = True
+        self.erasures = ErasureLog(settings)
+        self.erasures.catch_up()
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.kafka(),
+            "group.id": group_id(settings),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "max.poll.interval.ms": settings.worker_max_poll_interval_ms,
+            "session.timeout.ms": min(45000, settings.worker_max_poll_interval_ms),
+            "log_level": 3,
+        })
+        self.producer = Producer({
+            "bootstrap.servers": settings.kafka(),
+            "transactional.id": f"{group_id(settings)}-{uuid.uuid4().hex}",
+            "transaction.timeout.ms": settings.stream_transaction_timeout_ms,
+            "linger.ms": 5,
+            "log_level": 3,
+        })
+
+    # ---------------------------------------------------------------- poll thread
+
+    def run(self) -> None:
+        self.producer.init_transactions(60)
+        self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        scorer_thread = threading.Thread(target=self._scoring_loop, name="scoring", daemon=True)
+        scorer_thread.start()
+        log.info("scoring worker started", extra={"model_version": self.scorer.model_version})
+        try:
+            while self.running and scorer_thread.is_alive():
+                msg = self.consumer.poll(0.1)
+                if msg is not None:
+                    self._receive(msg)
+                self.erasures.poll_new()
+                self._backpressure()
+                _sample_lag(self.consumer)
+        finally:
+            self.running = False
+            with self.cond:
+                self.cond.notify_all()
+            scorer_thread.join(timeout=120)
+            self.consumer.close()
+            self.erasures.close()
+            log.info("scoring worker stopped")
+
+    def _receive(self, msg) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error", extra={"error": str(msg.error())})
+            return
+        request = None
+        try:
+            request = ScoringRequest.model_validate_json(msg.value())
+        except ValueError:
+            REQUESTS.labels("malformed").inc()
+            log.error("malformed scoring request skipped", extra={"partition": msg.partition(), "offset": msg.offset()})
+        if request is not None and self.erasures.is_erased(request.user_id, request.trigger_ts):
+            REQUESTS.labels("erased").inc()
+            request = None
+        with self.cond:
+            self.inbox.append(Item(msg.partition(), msg.offset(), request))
+            IN_FLIGHT.set(len(self.inbox))
+            self.cond.notify()
+
+    def _backpressure(self) -> None:
+        """Pause fetching while too many requests wait (memory stays bounded); resume at half."""
+        n, limit = len(self.inbox), self.settings.worker_max_in_flight
+        if not self.paused and n >= limit:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+        elif self.paused and n <= limit // 2:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    def _on_assign(self, consumer, partitions) -> None:
+        REBALANCES.inc()
+        if self.paused:
+            consumer.pause(partitions)
+        log.info("partitions assigned", extra={"partitions": [tp.partition for tp in partitions]})
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        """Let the round in progress finish (its offsets commit under this generation), drop the rest."""
+        gone = {tp.partition for tp in partitions}
+        with self.round_lock, self.cond:
+            kept = [item for item in self.inbox if item.partition not in gone]
+            self.inbox.clear()
+            self.inbox.extend(kept)
+            IN_FLIGHT.set(len(self.inbox))
+        log.info("partitions revoked", extra={"partitions": sorted(gone)})
+
+    # ---------------------------------------------------------------- scoring thread
+
+    def _scoring_loop(self) -> None:
+        while self.running:
+            with self.round_lock:
+                items = self._take_round()
+                if items:
+                    self.run_round(items)
+
+    def _take_round(self) -> list[Item]:
+        """A prefix of the inbox: up to the token budget, or what came within PHQ_BATCH_MAX_WAIT_MS of the first."""
+        with self.cond:
+            if not self.inbox:
+                self.cond.wait(0.2)
+                if not self.inbox:
+                    return []
+            deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+            while self.running and self._round_tokens() < self.settings.batch_token_budget:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            items, tokens = [], 0
+            while self.inbox and (not items or tokens < self.settings.batch_token_budget):
+                item = self.inbox.popleft()
+                items.append(item)
+                tokens += _estimate_tokens(item)
+            return items
+
+    def _round_tokens(self) -> int:
+        return sum(_estimate_tokens(item) for item in self.inbox)
+
+    def run_round(self, items: list[Item]) -> None:
+        """One round, effects exactly once. The order, which recovery relies on:
+
+        1. Score the round's requests with the model (nothing written yet; a crash here redoes it).
+        2. One Postgres transaction: each score and its change events, idempotent on
+           (request_id, model_version) and (score_id, kind). Retried with backoff while Postgres is down.
+        3. One Kafka transaction: every row of step 2 (new or found there) to phq9.scores, its change
+           events to phq9.alerts, and the round's offsets; committed together.
+        A crash between 2 and 3 redelivers the round: step 2 finds the rows, step 3 publishes them once.
+        """
+        requests = [item.request for item in items if item.request is not None]
+        outputs = self._score(requests)
+        rows = [score_row(r, o, self.scorer.model_version) for r, o in zip(requests, outputs)]
+        stored = self._store(rows) if rows else []
+        self._publish(stored, items)
+        now = datetime.now(timezone.utc)
+        for request in requests:
+            if request.emitted_at is not None:
+                END_TO_ROW_SECONDS.observe(max(0.0, (now - request.emitted_at).total_seconds()))
+        REQUESTS.labels("scored").inc(len(requests))
+        with self.cond:
+            IN_FLIGHT.set(len(self.inbox))
+
+    def _score(self, requests: list[ScoringRequest]) -> list:
+        if not requests:
+            return []
+        started = time.monotonic()
+        rendered = self.scorer.render([r.turns for r in requests])
+        outputs = self.scorer.score_rendered(rendered)
+        SCORING_SECONDS.observe(time.monotonic() - started)
+        ROUND_SIZE.observe(len(requests))
+        TOKEN_FILL.observe(sum(r.n_tokens for r in rendered) / self.settings.batch_token_budget)
+        return outputs
+
+    def _store(self, rows: list[dict]) -> list[tuple[dict, list[dict]]]:
+        delay = 0.2
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    return store_scores(conn, rows, self.settings)
+            except DBAPIError as exc:
+                if not (exc.connection_invalidated or _is_connection_error(exc)) or not self.running:
+                    raise
+                DB_RETRIES.inc()
+                log.warning("Postgres unavailable; retrying", extra={"delay_s": delay, "error": type(exc.orig).__name__})
+                time.sleep(delay)
+                delay = min(delay * 2, self.settings.worker_db_retry_max_s)
+
+    def _publish(self, stored: list[tuple[dict, list[dict]]], items: list[Item]) -> None:
+        offsets: dict[int, int] = {}
+        for item in items:
+            offsets[item.partition] = max(offsets.get(item.partition, 0), item.offset + 1)
+        for attempt in range(10):
+            try:
+                self.producer.begin_transaction()
+                for row, changes in stored:
+                    key = row["user_id"].encode()
+                    self.producer.produce(self.scores_topic, key=key, value=to_json(row))
+                    for change in changes:
+                        self.producer.produce(self.alerts_topic, key=key, value=to_json(change))
+                tps = [TopicPartition(self.source, p, o) for p, o in offsets.items()]
+                self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(), 30)
+                self.producer.commit_transaction(60)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal():
+                    raise
+                log.warning("output transaction failed; retrying", extra={"error": str(err), "attempt": attempt})
+                if err.txn_requires_abort():
+                    self.producer.abort_transaction(60)
+                if _fenced(err):
+                    return  # the partitions moved to another worker: it redoes the round (rows are idempotent)
+                time.sleep(min(5.0, 0.5 * (attempt + 1)))
+        raise RuntimeError("could not commit a round's outputs after 10 attempts; restarting redoes it safely")
+
+    def stop(self, *_args) -> None:
+        self.running = False
+
+
+def _fenced(err) -> bool:
+    return err.code() in (KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+                          KafkaError.REBALANCE_IN_PROGRESS, KafkaError.FENCED_INSTANCE_ID)
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    import psycopg
+
+    return isinstance(exc.orig, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def _estimate_tokens(item: Item) -> int:
+    """Rough tokens of a request (about 4 bytes each) to size a round before rendering it."""
+    if item.request is None:
+        return 0
+    return 16 + sum(len(t.text) for t in item.request.turns) // 4
+
+
+_next_lag_sample = 0.0
+
+
+def _sample_lag(consumer) -> None:
+    global _next_lag_sample
+    if time.monotonic() < _next_lag_sample:
+        return
+    _next_lag_sample = time.monotonic() + 5
+    try:
+        for tp in consumer.position(consumer.assignment()):
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high is not None and high >= 0 and tp.offset >= 0:
+                LAG.labels(str(tp.partition)).set(max(0, high - tp.offset))
+    except KafkaException:
+        pass
+
+
+def load_scorer(settings: Settings):
+    if settings.worker_scorer:
+        module, _, name = settings.worker_scorer.partition(":")
+        return getattr(importlib.import_module(module), name)(settings)
+    from scoring.engine import Scorer
+
+    return Scorer.from_settings(settings.model_dir, settings.model_path, settings.backend)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="phq score-worker", description="the scoring worker (settings: PHQ_ env vars)").parse_args(argv)
+    settings = Settings()
+    setup_logging(settings.log_level)
+    port = serve_metrics(settings.metrics_port)
+    worker = ScoringWorker(settings, load_scorer(settings))
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    log.info("metrics served", extra={"port": port})
+    worker.run()
+    return 0

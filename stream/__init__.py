@@ -1,0 +1,1 @@
+"""The stream processor: chat events to transcripts to scoring requests (`phq stream`)."""
