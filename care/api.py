@@ -50,7 +50,8 @@ NOT_FOUND = {404: {"model": Error, "description": "Unknown, or not assigned to t
 
 UserId = Annotated[str, Path(min_length=1, max_length=128, description="Pseudonymous user id")]
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page")]
-Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
+Cursor = Annotated[str | None, Query(max_length=512, pattern="^[A-Za-z0-9_-]+$",
+                                     description="next_cursor of the previous page, unchanged")]
 
 bearer = HTTPBearer(auto_error=False, description="A care-team token from `phq team token`")
 

@@ -1,0 +1,97 @@
+"""The authorisation matrix: for two teams, every endpoint with own, other-team and missing ids,
+under no, bad, expired, revoked and valid tokens. Other-team ids answer exactly like missing ones."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+from test_care_support import bearer, client, world  # noqa: F401  (world is a fixture)
+
+MISSING_ALERT = 9_000_000_000
+TOKENS = ["none", "bad", "expired", "revoked", "valid"]
+IDS = ["own", "other", "missing"]
+
+
+@pytest.fixture(scope="module")
+def api(world):  # noqa: F811
+    with client(world) as c:
+        yield c
+
+
+def headers(world, token: str) -> dict[str, str]:  # noqa: F811
+    return {
+        "none": {},
+        "bad": bearer("phq_not-a-real-token"),
+        "expired": bearer(world.tokens["A_expired"]),
+        "revoked": bearer(world.tokens["A_revoked"]),
+        "valid": bearer(world.tokens["A"]),
+    }[token]
+
+
+def requests_for(world, ids: str) -> list[tuple[str, str]]:  # noqa: F811
+    """(method, path) of every endpoint, with ids of team A's own, team B's, or none at all."""
+    user = {"own": world.users["A"][0], "other": world.users["B"][0], "missing": "nobody-at-all"}[ids]
+    alert = {"own": world.alerts["A"][1], "other": world.alerts["B"][0], "missing": MISSING_ALERT}[ids]
+    return [
+        ("GET", "/v1/me"),
+        ("GET", "/v1/users"),
+        ("GET", f"/v1/users/{user}/trajectory"),
+        ("GET", f"/v1/alerts?status=all&user_id={user}"),
+        ("POST", f"/v1/alerts/{alert}/acknowledge"),
+        ("GET", "/v1/audit"),
+    ]
+
+
+@pytest.mark.parametrize("ids", IDS)
+@pytest.mark.parametrize("token", TOKENS)
+def test_authorisation_matrix(api, world, token, ids):  # noqa: F811
+    for method, path in requests_for(world, ids):
+        response = api.request(method, path, headers=headers(world, token))
+        if token != "valid":
+            assert response.status_code == 401, (method, path)
+            assert response.headers["www-authenticate"] == "Bearer"
+            continue
+        with_id = "/trajectory" in path or "/acknowledge" in path
+        expected = 404 if with_id and ids != "own" else 200
+        assert response.status_code == expected, (method, path, response.text)
+        if path.startswith("/v1/alerts?") and ids != "own":
+            assert response.json()["items"] == []
+
+
+def test_other_team_and_missing_ids_get_identical_404s(api, world):  # noqa: F811
+    valid = headers(world, "valid")
+    for (method, other), (_, missing) in zip(requests_for(world, "other"), requests_for(world, "missing")):
+        a, b = api.request(method, other, headers=valid), api.request(method, missing, headers=valid)
+        assert (a.status_code, a.content) == (b.status_code, b.content), other
+
+
+def test_other_team_ids_take_no_measurably_longer_than_missing_ones(api, world):  # noqa: F811
+    """Both run the same queries; a probe cannot tell them apart by time (medians within 5 ms)."""
+    valid = headers(world, "valid")
+
+    def median_ms(path: str) -> float:
+        samples = []
+        for _ in range(25):
+            started = time.perf_counter()
+            api.get(path, headers=valid)
+            samples.append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples)
+
+    other = median_ms(f"/v1/users/{world.users['B'][0]}/trajectory")
+    missing = median_ms("/v1/users/nobody-at-all/trajectory")
+    assert abs(other - missing) < 5, (other, missing)
+
+
+def test_a_token_of_team_b_sees_only_team_b(api, world):  # noqa: F811
+    users = api.get("/v1/users", headers=bearer(world.tokens["B"])).json()["items"]
+    assert {u["user_id"] for u in users} >= set(world.users["B"])
+    assert not {u["user_id"] for u in users} & set(world.users["A"])
+    alerts = api.get("/v1/alerts?status=all", headers=bearer(world.tokens["B"])).json()["items"]
+    assert {a["user_id"] for a in alerts} <= set(world.users["B"]) | {"fresh-user"}
+
+
+def test_a_malformed_authorization_header_is_a_401(api):
+    for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer  ", "bearer x y"]:
+        assert api.get("/v1/users", headers={"Authorization": value}).status_code == 401
