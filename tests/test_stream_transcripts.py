@@ -1,0 +1,120 @@
+"""The stream processor's transcript rules (stream.transcripts) on an in-memory store: no Kafka."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from phq.events import parse_event
+from phq.models import request_id
+from stream.store import PartitionStore
+from stream.transcripts import SCORED, Rules, SessionMeta, apply_event, idle_trigger, meta_key, user_turns
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+RULES = Rules(window_days=14, transcript_max_bytes=100_000, session_idle_s=60)
+
+
+def ev(event_id, kind, user="u1", session="s1", minutes=0, days=0, **message):
+    ts = T0 + timedelta(days=days, minutes=minutes)
+    raw = {"schema_version": 1, "event_id": event_id, "event_type": kind, "user_id": user, "session_id": session,
+           "ts": ts.isoformat(), **message}
+    return parse_event(json.dumps(raw), now=T0 + timedelta(days=60))
+
+
+def msg(event_id, turn, role="user", text="hello", **kw):
+    return ev(event_id, "message", role=role, turn=turn, text=text, **kw)
+
+
+def run(store, *events, now=1000.0, rules=RULES):
+    return [apply_event(store, e, now, rules) for e in events]
+
+
+def test_session_end_produces_one_request_with_the_contract_id():
+    store = PartitionStore(0, None)
+    outcomes = run(store, ev("a", "session_start"), msg("b", 0), msg("c", 1, role="assistant"),
+                   ev("d", "session_end", minutes=5))
+    (request,) = outcomes[-1].requests
+    assert request.request_id == request_id("u1", "s1", T0 + timedelta(minutes=5))
+    assert [t.turn for t in request.turns] == [0, 1]
+    assert request.trigger_ts == T0 + timedelta(minutes=5)
+
+
+def test_a_duplicate_event_id_changes_nothing():
+    store = PartitionStore(0, None)
+    run(store, msg("b", 0))
+    before = dict(store.pending)
+    (outcome,) = run(store, msg("b", 0))
+    assert outcome.duplicate and store.pending == before
+
+
+def test_a_session_is_scored_once_and_late_events_join_later_windows():
+    store = PartitionStore(0, None)
+    run(store, msg("b", 0), ev("d", "session_end", minutes=5))
+    late = run(store, msg("e", 1, minutes=3), ev("d2", "session_end", minutes=9))
+    assert late[0].requests == [] and late[1].requests == []
+    outcomes = run(store, msg("x", 0, session="s2", days=1), ev("y", "session_end", session="s2", days=1, minutes=1))
+    (request,) = outcomes[-1].requests
+    assert [(t.session_id, t.turn) for t in request.turns] == [("s1", 0), ("s1", 1), ("s2", 0)]
+
+
+def test_out_of_order_turns_are_ordered_by_ts_then_turn():
+    store = PartitionStore(0, None)
+    outcomes = run(store, msg("c", 2, minutes=2), msg("a", 0, minutes=1), msg("b", 1, minutes=1),
+                   ev("z", "session_end", minutes=3))
+    assert [t.turn for t in outcomes[-1].requests[0].turns] == [0, 1, 2]
+
+
+def test_a_session_without_a_user_turn_is_not_scored():
+    store = PartitionStore(0, None)
+    outcomes = run(store, msg("a", 0, role="assistant"), ev("z", "session_end", minutes=1))
+    assert outcomes[-1].requests == [] and outcomes[-1].sessions_ended == [("u1", "s1")]
+
+
+def test_idle_session_triggers_at_its_last_event_ts_after_idle_seconds():
+    store = PartitionStore(0, None)
+    run(store, msg("a", 0, minutes=1), msg("b", 1, minutes=7, role="assistant"), now=1000.0)
+    assert idle_trigger(store, "u1", "s1", 1059.0, RULES).requests == []
+    (request,) = idle_trigger(store, "u1", "s1", 1060.0, RULES).requests
+    assert request.trigger_ts == T0 + timedelta(minutes=7)
+    assert idle_trigger(store, "u1", "s1", 5000.0, RULES).requests == []  # scored once
+    assert SessionMeta.from_bytes(store.get(meta_key("u1", "s1"))).state == SCORED
+
+
+def test_window_holds_fourteen_days_of_sessions_and_old_ones_are_pruned():
+    store = PartitionStore(0, None)
+    run(store, msg("old", 0, session="s-old"), ev("old-end", "session_end", session="s-old", minutes=1))
+    run(store, msg("mid", 0, session="s-mid", days=5), ev("mid-end", "session_end", session="s-mid", days=5, minutes=1))
+    outcomes = run(store, msg("new", 0, session="s-new", days=15), ev("new-end", "session_end", session="s-new", days=15))
+    (request,) = outcomes[-1].requests
+    assert {t.session_id for t in request.turns} == {"s-mid", "s-new"}
+    assert {t.session_id for t in user_turns(store, "u1")} == {"s-mid", "s-new"}
+
+
+def test_byte_cap_drops_the_oldest_turns_first():
+    store = PartitionStore(0, None)
+    rules = Rules(window_days=14, transcript_max_bytes=2_000, session_idle_s=60)
+    run(store, *[msg(f"m{k}", k, minutes=k, text="x" * 300) for k in range(10)], rules=rules)
+    kept = [t.turn for t in user_turns(store, "u1")]
+    assert kept == list(range(10 - len(kept), 10)) and 3 <= len(kept) < 10
+    (outcome,) = run(store, msg("m3", 3, minutes=3, text="x" * 300), rules=rules)
+    assert outcome.duplicate, "a dropped turn still counts for dedupe"
+
+
+def test_user_ids_that_share_a_prefix_keep_separate_transcripts():
+    store = PartitionStore(0, None)
+    run(store, msg("a", 0, user="ab"), msg("b", 0, user='a"b'), msg("c", 0, user="a"))
+    assert [t.text for t in user_turns(store, "a")] == ["hello"]
+    assert len(user_turns(store, "ab")) == 1
+
+
+def test_overlay_reaches_the_store_only_on_commit(tmp_path):
+    store = PartitionStore(0, tmp_path / "p0")
+    run(store, msg("a", 0))
+    store.discard()
+    assert store.get(meta_key("u1", "s1")) is None
+    run(store, msg("a", 0))
+    store.commit(41)
+    store.close()
+    reopened = PartitionStore(0, tmp_path / "p0")
+    assert reopened.checkpoint() == 41 and len(user_turns(reopened, "u1")) == 1
+    reopened.close()
