@@ -46,7 +46,7 @@ class TransformersBackend(Backend):
 
     name = "transformers"
 
-    def __init__(self, model_dir: str | Path, *, device: str | None = None, dtype=None, batch_tokens: int | None = None, solo_min_tokens: int | None = None):
+    def __init__(self, model_dir: str | Path, *, device: str | None = None, dtype=None, batch_tokens: int | None = None, solo_min_tokens: int | None = None, max_padding: float | None = 0.1):
         import torch
 
         self.device = device or ("cuda" if _cuda_available() else "cpu")
@@ -57,6 +57,7 @@ class TransformersBackend(Backend):
         self.model, self.tokenizer, self.meta, self.path = loaded.model, loaded.tokenizer, loaded.meta, loaded.path
         self.batch_tokens = batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
         self.solo_min_tokens = solo_min_tokens
+        self.max_padding = max_padding
         self.pad_id = self._pad_id()
         self.mask_free = self.meta.backbone == "decoder" and isinstance(getattr(self.model, "score", None), torch.nn.Linear)
 
@@ -68,7 +69,7 @@ class TransformersBackend(Backend):
 
     def predict(self, rendered: list[Rendered]) -> list[float]:
         lengths = [r.n_tokens for r in rendered]
-        batches = plan_batches(lengths, self.batch_tokens, solo_min_tokens=self.solo_min_tokens)
+        batches = plan_batches(lengths, self.batch_tokens, solo_min_tokens=self.solo_min_tokens, max_padding=self.max_padding)
         self.last_stats = batch_stats(lengths, batches)
         raw = [0.0] * len(rendered)
         for batch in batches:

@@ -27,11 +27,14 @@ def plan_batches(
     *,
     max_batch_size: int | None = None,
     solo_min_tokens: int | None = None,
+    max_padding: float | None = 0.1,
 ) -> list[list[int]]:
     """Indices into `lengths` grouped into batches, longest first.
 
     A batch's padded size (its longest length x its size) stays within `token_budget`; a single
     request longer than the budget still gets a batch of its own (the renderer caps its length).
+    `max_padding` bounds each request's padding as a share of the batch's width, so short requests
+    do not ride along in a wide batch (a new, narrower batch is cheaper).
     """
     if token_budget <= 0:
         raise ValueError(f"token_budget must be positive, got {token_budget}")
@@ -42,6 +45,7 @@ def plan_batches(
         longest = lengths[current[0]] if current else lengths[i]
         fits = longest * (len(current) + 1) <= token_budget
         full = max_batch_size is not None and len(current) >= max_batch_size
+        full = full or (max_padding is not None and lengths[i] < (1 - max_padding) * longest)
         alone = solo_min_tokens is not None and lengths[i] >= solo_min_tokens
         if current and (not fits or full or alone):
             batches.append(current)
