@@ -47,7 +47,8 @@ CONFIG = dict(
     bf16="auto",  # bf16 autocast on GPU
     grad_checkpointing="auto",  # on GPU
     name="phq",  # model_version prefix
-    install=True,  # also save the model directory under PHQ_MODEL_DIR
+    install=True,  # also save the model directory under model_dir
+    model_dir="",  # empty: PHQ_MODEL_DIR
 )
 
 
@@ -280,8 +281,7 @@ def train(cfg: dict, train_ex: list, val_ex: list, run_dir: str | Path, log=prin
         for step, (idx, x, mask) in enumerate(batches(train_ids, order, cfg["batch_size"], tokenizer.pad_token_id, device)):
             with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use_bf16):
                 out = model(input_ids=x, attention_mask=mask).logits.float().view(-1)
-            per = loss_fn(out, y[idx].to(device)) * w[idx].to(device)
-            loss = per.sum() / w[idx].sum().to(device)
+            loss = weighted_loss(loss_fn, out, y[idx].to(device), w[idx].to(device))
             (loss / cfg["grad_accum"]).backward()
             if (step + 1) % cfg["grad_accum"] == 0 or (step + 1) * cfg["batch_size"] >= len(order):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -332,6 +332,11 @@ def train(cfg: dict, train_ex: list, val_ex: list, run_dir: str | Path, log=prin
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     ckpt_path.unlink(missing_ok=True)  # finished: the model directory is the artefact now
     return {**result, "model": model, "tokenizer": tokenizer, "meta": meta}
+
+
+def weighted_loss(loss_fn, out, y, w):
+    """Mean of the per-example losses weighted by provenance (a batch of weight 0 contributes 0)."""
+    return (loss_fn(out, y) * w).sum() / w.sum().clamp_min(1e-8)
 
 
 def _is_head(name: str) -> bool:

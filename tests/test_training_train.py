@@ -1,0 +1,102 @@
+"""`phq train` on tiny random-initialised backbones: run directory, model format, resume, LoRA, provenance weights."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from training import synth, tiny
+from training.data import labelled_examples, read_labels, read_transcripts, split_users
+from training.train import predict, train
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+FAST = dict(epochs=2, batch_size=8, lr=1e-3, head_lr=1e-3, token_budget=128, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    events, labels = synth.generate(24, seed=5, start=START, label_fraction=1.0)
+    synth.write_events(events, d / "events.jsonl")
+    synth.write_labels(labels, d / "labels.csv")
+    turns, _ = read_transcripts(d / "events.jsonl")
+    examples, _ = labelled_examples(turns, read_labels(d / "labels.csv"))
+    split = split_users([e.user_id for e in examples], 0, 0.2, 0.0)
+    return dict(dir=d, train=[e for e in examples if e.user_id in split["train"]],
+                val=[e for e in examples if e.user_id in split["val"]],
+                encoder=tiny.save_tiny_base(d / "enc", "encoder"), decoder=tiny.save_tiny_base(d / "dec", "decoder"))
+
+
+def test_a_run_writes_config_metrics_and_a_loadable_model_directory(data, tmp_path):
+    from scoring.model import load_model_dir
+
+    r = train({**FAST, "base_model": str(data["encoder"]), "model_dir": str(tmp_path / "models")},
+              data["train"], data["val"], tmp_path / "run", log=lambda _: None)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["backbone"] == "encoder"
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and all("val_mae" in h for h in history)
+    loaded = load_model_dir(r["installed_path"])
+    assert loaded.meta.model_version == r["model_version"] and loaded.meta.data_fingerprint.startswith("sha256:")
+    assert loaded.meta.token_budget == 128
+    direct = predict(r["model"], r["tokenizer"], r["meta"], data["val"])
+    assert predict(loaded.model, loaded.tokenizer, loaded.meta, data["val"]) == pytest.approx(direct, abs=1e-4)
+    assert all(0 <= p <= 27 for p in direct)
+
+
+def test_an_interrupted_run_resumes_after_its_last_epoch(data, tmp_path):
+    cfg = {**FAST, "epochs": 3, "patience": 5, "base_model": str(data["encoder"]), "install": False}
+
+    def stop_in_epoch_two(msg):
+        if msg.startswith("epoch 2:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data["train"], data["val"], tmp_path / "run", log=stop_in_epoch_two)
+    first = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    logs = []
+    r = train(cfg, data["train"], data["val"], tmp_path / "run", log=logs.append)
+    assert any(m.startswith("resumed") for m in logs)
+    assert [h["epoch"] for h in r["history"]] == [1, 2, 3] and r["history"][0] == first[0]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_decoder_trains_with_lora_and_saves_a_merged_model(data, tmp_path):
+    from scoring.model import load_model_dir
+
+    r = train({**FAST, "epochs": 1, "base_model": str(data["decoder"]), "install": False},
+              data["train"], data["val"], tmp_path / "run", log=lambda _: None)
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["backbone"] == "decoder" and cfg["lora"] is True
+    loaded = load_model_dir(r["model_path"])
+    assert loaded.meta.template.kind == "chat"
+    assert not any("lora" in n for n, _ in loaded.model.named_parameters())
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(data, tmp_path):
+    r = train({**FAST, "epochs": 6, "patience": 1, "lr": 0.0, "head_lr": 0.0, "base_model": str(data["encoder"]),
+               "install": False}, data["train"], data["val"], tmp_path / "run", log=lambda _: None)
+    assert r["stop_reason"] == "early stopping" and r["epochs_run"] == 2
+
+
+def test_provenance_weights_scale_each_examples_share_of_the_loss():
+    import torch
+
+    from training.train import CONFIG, provenance_weight, weighted_loss
+
+    mse = torch.nn.MSELoss(reduction="none")
+    out, y = torch.tensor([0.0, 0.0, 0.0]), torch.tensor([1.0, 2.0, 9.0])
+    w = torch.tensor([provenance_weight({"gt": 1.0, "teacher": 0.0}, p) for p in ("gt", "gt", "teacher")])
+    assert weighted_loss(mse, out, y, w).item() == pytest.approx((1 + 4) / 2)
+    assert provenance_weight(CONFIG["provenance_weights"], "student_round_3") == CONFIG["provenance_weights"]["student"]
+
+
+def test_the_command_trains_and_evaluates_its_test_users(data, tmp_path, capsys):
+    from training.train import main
+
+    rc = main(["--events", str(data["dir"] / "events.jsonl"), "--labels", str(data["dir"] / "labels.csv"),
+               "--base-model", str(data["encoder"]), "--run-dir", str(tmp_path / "run"),
+               "--set", "epochs=1", "--set", "token_budget=128", "--set", f"model_dir=\"{tmp_path / 'models'}\""])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "eval" / "metrics.json").exists()
+    assert (tmp_path / "run" / "test_predictions.csv").exists()
+    assert len(list((tmp_path / "models").iterdir())) == 1
