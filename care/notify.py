@@ -147,7 +147,7 @@ class Notifier:
         self.engine.dispose()
 
 
-def consumer(settings: Settings, care: CareSettings) -> Consumer:
+def consumer(settings: Settings, care: CareSettings, assigned: threading.Event) -> Consumer:
     c = Consumer({
         "bootstrap.servers": settings.kafka(),
         "group.id": settings.topic_prefix + care.notify_group,
@@ -155,7 +155,7 @@ def consumer(settings: Settings, care: CareSettings) -> Consumer:
         "enable.auto.commit": False,
         "max.poll.interval.ms": 900_000,  # retries with backoff may hold one alert for minutes
     })
-    c.subscribe([settings.topic(topics.ALERTS)])
+    c.subscribe([settings.topic(topics.ALERTS)], on_assign=lambda *_: assigned.set())
     return c
 
 
@@ -166,14 +166,17 @@ def run(settings: Settings, care: CareSettings, idle_exit_s: float | None = None
     notifier.erasures.catch_up()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: notifier.stop.set())
-    alerts = consumer(settings, care)
+    assigned = threading.Event()  # idle time counts only once the group has given us partitions
+    alerts = consumer(settings, care, assigned)
     log.info("notify: consuming %s; metrics on port %d", settings.topic(topics.ALERTS), server.server_port)
     idle_since = time.monotonic()
     try:
         while not notifier.stop.is_set():
             msg = alerts.poll(0.5)
             if msg is None:
-                if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                if not assigned.is_set():
+                    idle_since = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     break
                 continue
             idle_since = time.monotonic()

@@ -117,3 +117,71 @@ def db_env(db_url: str, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def world(db_url, request) -> World:
     return build_world(db_url, request.module.__name__.rsplit(".", 1)[-1].replace("test_care_", "")[:12])
+
+
+# --- Alerts on Kafka and a webhook receiver
+
+
+def publish_alerts(settings: Settings, rows: list[dict]) -> None:
+    """Produce change-event rows to phq9.alerts as the scoring worker does (JSON of the columns, key user_id)."""
+    import json
+
+    from confluent_kafka import Producer
+
+    from phq import topics
+
+    producer = Producer({"bootstrap.servers": settings.kafka()})
+    for row in rows:
+        value = json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
+        producer.produce(settings.topic(topics.ALERTS), key=row["user_id"].encode(), value=value.encode())
+    assert producer.flush(10) == 0
+
+
+def change_event_rows(conn, ids: list[int]) -> list[dict]:
+    from sqlalchemy import select
+
+    rows = conn.execute(select(symptom_change_events).where(symptom_change_events.c.id.in_(ids)))
+    return [dict(r._mapping) for r in rows]
+
+
+class Receiver:
+    """A real local HTTP webhook receiver: checks each signature, and answers 503 to the first
+    `fail_first` requests on purpose."""
+
+    def __init__(self, secret: str = "", fail_first: int = 0):
+        import http.server
+        import threading
+
+        self.secret, self.fail_first = secret, fail_first
+        self.requests: list[dict] = []  # every request: {"ok": signature valid, "alert": body, "status": answer}
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                receiver.handle(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/phq"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handle(self, request) -> None:
+        import json
+
+        from care.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+        body = request.rfile.read(int(request.headers["Content-Length"]))
+        ok = verify(self.secret, request.headers[TIMESTAMP_HEADER], body, request.headers[SIGNATURE_HEADER])
+        status = 503 if len(self.requests) < self.fail_first else (204 if ok else 401)
+        self.requests.append({"ok": ok, "alert": json.loads(body), "status": status})
+        request.send_response(status)
+        request.end_headers()
+
+    def delivered(self) -> list[dict]:
+        return [r["alert"] for r in self.requests if r["status"] == 204]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

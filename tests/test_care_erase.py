@@ -1,0 +1,110 @@
+"""`phq erase USER_ID` (CONTRACT section 5), the parts in care/: nothing of the user is left in any
+Postgres table but the id-only audit log, the erasure is on `phq.erasures`, and `phq notify` drops
+the user's alerts from before it. The stream processor's and scoring worker's parts extend
+`test_erasing_a_user_leaves_nothing_of_theirs` with their own state checks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+from test_care_support import (
+    Receiver,
+    add_scores,
+    bearer,
+    change_event_rows,
+    client,
+    publish_alerts,
+    run_phq,
+)
+
+from care import store
+from phq.db import engine as make_engine
+from phq.erasures import erasure_value, is_erased, parse_erasure, read_erasures
+from phq.settings import Settings
+from phq.tables import care_audit_log, erasures, metadata
+
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def test_is_erased_covers_only_what_happened_before_the_erasure():
+    erased = {"u": NOW}
+    assert is_erased(erased, "u", NOW - timedelta(seconds=1))
+    assert is_erased(erased, "u", NOW)
+    assert not is_erased(erased, "u", NOW + timedelta(seconds=1))  # the user came back afterwards
+    assert not is_erased(erased, "someone-else", NOW - timedelta(days=1))
+
+
+def test_erasure_values_round_trip_and_malformed_ones_are_ignored():
+    assert parse_erasure(erasure_value("u", NOW)) == ("u", NOW)
+    for bad in (None, b"", b"not json", b'{"user_id": "u"}', b'{"user_id": "u", "erased_at": "2026-11-01T00:00:00"}'):
+        assert parse_erasure(bad) is None
+
+
+def rows_of(conn, user_id: str) -> dict[str, int]:
+    """{table: rows} of every table with a user_id column that still holds the user."""
+    counts = {t.name: conn.execute(select(func.count()).select_from(t).where(t.c.user_id == user_id)).scalar()
+              for t in metadata.sorted_tables if "user_id" in t.c}
+    return {name: n for name, n in counts.items() if n}
+
+
+def seed(settings: Settings, receiver: Receiver) -> dict:
+    """A team with a webhook and two users, E (to be erased) and F, with scores, alerts, a delivery
+    and audit rows; E's alerts are already on the alerts topic."""
+    e, f = settings.topic_prefix + "E", settings.topic_prefix + "F"  # apart from other tests' users
+    engine = make_engine(settings.db_url())
+    with engine.begin() as conn:
+        team = store.create_team(conn, settings.topic_prefix + "erase-team")
+        receiver.secret = store.set_webhook(conn, team, receiver.url, rotate_secret=False)
+        store.assign(conn, team, [e, f])
+        token = store.create_token(conn, team, "dr-e", None)[1]
+        e_alerts = add_scores(conn, e, [2, 11, 19])[1]
+        f_alerts = add_scores(conn, f, [4, 13])[1]
+        store.log_delivery(conn, alert_id=e_alerts[0], user_id=e, team_id=team, attempt=1, outcome="delivered",
+                           http_status=204, error=None)
+        publish_alerts(settings, change_event_rows(conn, e_alerts))
+    with client(type("W", (), {"settings": settings})) as api:
+        assert api.get(f"/v1/users/{e}/trajectory", headers=bearer(token)).status_code == 200
+    return {"team": team, "E": e, "F": f, "e_alerts": e_alerts, "f_alerts": f_alerts, "token": token}
+
+
+def test_erasing_a_user_leaves_nothing_of_theirs(settings, phq_env):
+    receiver = Receiver()
+    world = seed(settings, receiver)
+    e, f = world["E"], world["F"]
+    engine = make_engine(settings.db_url())
+    with engine.connect() as conn:
+        assert set(rows_of(conn, e)) >= {"phq9_scores", "symptom_change_events", "care_assignments",
+                                           "alert_deliveries", "care_audit_log"}
+
+    out = run_phq(["erase", e], phq_env())
+    assert out.returncode == 0, out.stderr
+
+    with engine.connect() as conn:
+        assert set(rows_of(conn, e)) == {"care_audit_log", "erasures"}, "only ids remain: the audit and the erasure"
+        assert conn.execute(select(func.count()).select_from(care_audit_log)
+                            .where(care_audit_log.c.user_id == e)).scalar() >= 1
+        erased_at = conn.execute(select(erasures.c.erased_at).where(erasures.c.user_id == e)).scalar()
+        assert set(rows_of(conn, f)) >= {"phq9_scores", "symptom_change_events"}
+    assert read_erasures(settings)[e] == erased_at
+    assert run_phq(["erase", e], phq_env()).returncode == 0, "erasing again is safe"
+    receiver.close()
+
+
+def test_notify_drops_alerts_from_before_the_erasure_but_not_after(settings, phq_env):
+    receiver = Receiver()
+    world = seed(settings, receiver)  # E's old alerts are on the topic already
+    assert run_phq(["erase", world["E"]], phq_env()).returncode == 0
+    engine = make_engine(settings.db_url())
+    with engine.begin() as conn:
+        store.assign(conn, world["team"], [world["E"]])  # E comes back and is scored again
+        fresh = add_scores(conn, world["E"], [3, 16], start=NOW, model="m2")[1]
+        publish_alerts(settings, change_event_rows(conn, world["f_alerts"] + fresh))
+    try:
+        done = run_phq(["notify", "--idle-exit", "2"], phq_env(), timeout=90)
+    finally:
+        receiver.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    delivered = sorted(a["id"] for a in receiver.delivered())
+    assert delivered == sorted(world["f_alerts"] + fresh)
+    assert not set(delivered) & set(world["e_alerts"])
