@@ -111,7 +111,7 @@ async function showTrajectory(userId) {
 }
 
 function chart(allScores, alerts) {
-  const W = 640, H = 300, L = 36, R = 110, T = 12, B = 28;
+  const W = 680, H = 300, L = 36, R = 150, T = 12, B = 28;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "PHQ-9 trajectory" });
   if (!allScores.length) {
     root.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, "No scores yet"));
@@ -154,7 +154,8 @@ function chart(allScores, alerts) {
 }
 
 async function loadAlerts() {
-  const alerts = await allPages("/v1/alerts?status=open&limit=500");
+  const alerts = (await allPages("/v1/alerts?status=open&limit=500"))
+    .sort((a, b) => Date.parse(b.detected_at) - Date.parse(a.detected_at) || b.id - a.id);
   const rows = alerts.map((a) => {
     const button = el("button", { class: "ack", type: "button", "data-alert-id": a.id }, "Acknowledge");
     button.addEventListener("click", () => acknowledge(a.id, button));
@@ -162,7 +163,7 @@ async function loadAlerts() {
       el("td", { title: a.detected_at }, ago(a.detected_at)),
       el("td", { class: "user", title: a.user_id }, a.user_id),
       el("td", { class: a.direction === "worsening" ? "up" : "down" }, `${a.direction} · ${a.kind.replaceAll("_", " ")}`),
-      el("td", {}, `${a.previous_score.toFixed(1)} → ${a.current_score.toFixed(1)}`),
+      el("td", {}, `${a.previous_score.toFixed(1)} → ${a.current_score.toFixed(1)} (${a.delta > 0 ? "+" : "−"}${Math.abs(a.delta).toFixed(1)})`),
       el("td", {}, band(a.previous_severity), " → ", band(a.current_severity)),
       el("td", {}, button));
   });
