@@ -43,6 +43,17 @@ def test_a_run_writes_config_metrics_and_a_loadable_model_directory(data, tmp_pa
     assert all(0 <= p <= 27 for p in direct)
 
 
+def test_serving_scores_a_trained_model_as_training_predicted(data, tmp_path):
+    from scoring.engine import Scorer
+
+    r = train({**FAST, "epochs": 1, "base_model": str(data["encoder"]), "install": False},
+              data["train"], data["val"], tmp_path / "run", log=lambda _: None)
+    scorer = Scorer.load(r["model_path"], "transformers")
+    served = [s.score for s in scorer.score([ex.turns for ex in data["val"]])]
+    scorer.close()
+    assert served == pytest.approx(predict(r["model"], r["tokenizer"], r["meta"], data["val"]), abs=1e-3)
+
+
 def test_an_interrupted_run_resumes_after_its_last_epoch(data, tmp_path):
     cfg = {**FAST, "epochs": 3, "patience": 5, "base_model": str(data["encoder"]), "install": False}
 
@@ -99,4 +110,10 @@ def test_the_command_trains_and_evaluates_its_test_users(data, tmp_path, capsys)
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "eval" / "metrics.json").exists()
     assert (tmp_path / "run" / "test_predictions.csv").exists()
-    assert len(list((tmp_path / "models").iterdir())) == 1
+    (model,) = list((tmp_path / "models").iterdir())
+    from training.evaluate import main as eval_main
+
+    rc = eval_main(["--model", str(model), "--events", str(data["dir"] / "events.jsonl"),
+                    "--labels", str(data["dir"] / "labels.csv"), "--out", str(tmp_path / "ev"), "--bootstrap", "50"])
+    assert rc == 0 and json.loads((tmp_path / "ev" / "metrics.json").read_text())["n"] > 0
+    assert (tmp_path / "ev" / "predictions.csv").exists()

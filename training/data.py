@@ -184,18 +184,22 @@ def render(turns: list[Turn], tokenizer, meta) -> tuple[list[int], int]:
 # --- predictions for eval ----------------------------------------------------------------------
 
 def predict_for_labels(model_dir: str, events: str, labels: str, window_days: float | None = None):
-    """(users, y_true, y_pred) for every label, scored through the scoring package's model loading and renderer."""
+    """(users, y_true, y_pred) for every label whose window holds a user turn, scored by the scoring
+    package's `Scorer` (the backend PHQ_BACKEND picks), exactly as serving would score that window."""
     import numpy as np
 
     from phq.settings import get_settings
-    from training.train import predict
-    from scoring.model import load_model_dir
+    from scoring.engine import Scorer
 
-    window_days = window_days or get_settings().window_days
+    settings = get_settings()
+    window_days = window_days or settings.window_days
     turns, _ = read_transcripts(events)
     examples, _ = labelled_examples(turns, read_labels(labels), window_days)
     if not examples:
         raise ValueError("no label has a window with a user turn: check that --events and --labels are the same users and dates")
-    loaded = load_model_dir(model_dir)
-    preds = predict(loaded.model, loaded.tokenizer, loaded.meta, examples)
-    return (np.array([e.user_id for e in examples]), np.array([e.total for e in examples], float), np.array(preds, float))
+    scorer = Scorer.load(model_dir, settings.backend)
+    try:
+        scores = [s.score for s in scorer.score([ex.turns for ex in examples])]
+    finally:
+        scorer.close()
+    return (np.array([e.user_id for e in examples]), np.array([e.total for e in examples], float), np.array(scores, float))
