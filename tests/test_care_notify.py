@@ -67,7 +67,8 @@ def test_alerts_are_delivered_signed_with_retries_and_logged(settings, phq_env):
     assert all(r["ok"] for r in receiver.requests), "every delivery carries a valid signature"
     assert {a["user_id"] for a in receiver.delivered()} == {"n-u1"}
     with engine.connect() as conn:
-        log = conn.execute(select(alert_deliveries).order_by(alert_deliveries.c.id)).mappings().all()
+        log = conn.execute(select(alert_deliveries).where(alert_deliveries.c.user_id == "n-u1")
+                           .order_by(alert_deliveries.c.id)).mappings().all()
     first = [row for row in log if row["alert_id"] == receiver.requests[0]["alert"]["id"]]
     assert [r["outcome"] for r in first] == ["retrying"] * 3 + ["delivered"]
     assert [r["http_status"] for r in first] == [503, 503, 503, 204]
