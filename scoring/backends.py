@@ -49,20 +49,38 @@ class TransformersBackend(Backend):
     def __init__(self, model_dir: str | Path, *, device: str | None = None, dtype=None, batch_tokens: int | None = None, solo_min_tokens: int | None = None, max_padding: float | None = 0.1):
         import torch
 
-        self.device = device or ("cuda" if _cuda_available() else "cpu")
-        on_gpu = self.device.startswith("cuda")
+        device = device or ("cuda" if _cuda_available() else "cpu")
+        on_gpu = device.startswith("cuda")
         dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
         attn = "flash_attention_2" if on_gpu and importlib.util.find_spec("flash_attn") else "sdpa"
-        loaded = load_model_dir(model_dir, device=self.device, dtype=dtype, attn_implementation=attn)
-        self.model, self.tokenizer, self.meta, self.path = loaded.model, loaded.tokenizer, loaded.meta, loaded.path
-        self.batch_tokens = batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
+        loaded = load_model_dir(model_dir, device=device, dtype=dtype, attn_implementation=attn)
+        self._attach(loaded.model, loaded.tokenizer, loaded.meta, device, batch_tokens, solo_min_tokens, max_padding)
+        self.path = loaded.path
+
+    @classmethod
+    def from_model(cls, model, meta: ModelMeta, *, tokenizer=None, device: str = "cuda", batch_tokens: int | None = None, solo_min_tokens: int | None = None, max_padding: float | None = 0.1, mask_free: bool | None = None) -> "TransformersBackend":
+        """A backend around a model already in memory (benchmarks; nothing read from disk)."""
+        self = cls.__new__(cls)
+        self._attach(model, tokenizer, meta, device, batch_tokens, solo_min_tokens, max_padding)
+        self.path = None
+        if mask_free is not None:
+            self.mask_free = mask_free and self.mask_free
+        return self
+
+    def _attach(self, model, tokenizer, meta: ModelMeta, device: str, batch_tokens, solo_min_tokens, max_padding) -> None:
+        import torch
+
+        self.model, self.tokenizer, self.meta, self.device = model, tokenizer, meta, device
+        self.batch_tokens = batch_tokens or (GPU_BATCH_TOKENS if device.startswith("cuda") else CPU_BATCH_TOKENS)
         self.solo_min_tokens = solo_min_tokens
         self.max_padding = max_padding
         self.pad_id = self._pad_id()
-        self.mask_free = self.meta.backbone == "decoder" and isinstance(getattr(self.model, "score", None), torch.nn.Linear)
+        self.mask_free = meta.backbone == "decoder" and isinstance(getattr(model, "score", None), torch.nn.Linear)
 
     def _pad_id(self) -> int:
-        for pad in (self.tokenizer.pad_token_id, self.model.config.pad_token_id, self.tokenizer.eos_token_id):
+        tok = self.tokenizer
+        candidates = (getattr(tok, "pad_token_id", None), self.model.config.pad_token_id, getattr(tok, "eos_token_id", None))
+        for pad in candidates:
             if pad is not None:
                 return int(pad)
         return 0
