@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from test_care_support import add_scores, bearer, client, world  # noqa: F401  (world is a fixture)
+from test_care_support import add_scores, bearer, build_world, client
 
 from care import store
 from phq.db import engine as make_engine
 
 
 @pytest.fixture(scope="module")
-def api(world):  # noqa: F811
+def world(db_url):
+    return build_world(db_url, "api")
+
+@pytest.fixture(scope="module")
+def api(world):
     with client(world) as c:
         yield c
 
@@ -101,7 +105,8 @@ def test_reads_and_acknowledgements_are_audited_for_the_own_team_only(api, world
     assert entries[0]["action"] == "acknowledge" and entries[0]["alert_id"] == world.alerts["A"][0]
     b_users = set(world.users["B"])
     assert not any(e["user_id"] in b_users for e in entries)
-    assert all(e["user_id"] not in set(world.users["A"]) for e in get(api, world, "/v1/audit", team="B").json()["items"])
+    b_entries = get(api, world, "/v1/audit", team="B").json()["items"]
+    assert all(e["user_id"] not in set(world.users["A"]) for e in b_entries)
 
 
 def test_the_audit_log_is_append_only_in_the_database(world):

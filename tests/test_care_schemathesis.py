@@ -8,17 +8,21 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from test_care_support import bearer, world  # noqa: F401  (world is a fixture)
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+from test_care_support import bearer, build_world
 
 from care.api import create_app
 
 MAX_EXAMPLES = 30
 
 
+
 @pytest.fixture(scope="module")
-def api_schema(world):  # noqa: F811
+def world(db_url):
+    return build_world(db_url, "fuzz")
+
+@pytest.fixture(scope="module")
+def api_schema(world):
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(world.settings))
 
 
@@ -35,7 +39,7 @@ def test_every_operation_is_fuzzed(api_schema):
     "GET /healthz", "GET /metrics", "GET /v1/me", "GET /v1/users", "GET /v1/users/{user_id}/trajectory",
     "GET /v1/alerts", "POST /v1/alerts/{alert_id}/acknowledge", "GET /v1/audit",
 ])
-def test_the_api_conforms_to_its_openapi_schema(api_schema, world, label):  # noqa: F811
+def test_the_api_conforms_to_its_openapi_schema(api_schema, world, label):
     operation = next(op for op in operations(api_schema) if op.label == label)
     headers = bearer(world.tokens["A"])
 

@@ -9,7 +9,6 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from sqlalchemy import insert, update
 
 from care import store
@@ -112,11 +111,6 @@ def db_env(db_url: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ, PHQ_DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
-
-
-@pytest.fixture(scope="module")
-def world(db_url, request) -> World:
-    return build_world(db_url, request.module.__name__.rsplit(".", 1)[-1].replace("test_care_", "")[:12])
 
 
 # --- Alerts on Kafka and a webhook receiver

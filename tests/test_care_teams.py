@@ -34,7 +34,8 @@ def test_a_team_is_set_up_and_its_token_opens_the_api(db_url):
     with client(world) as api:
         me = api.get("/v1/me", headers=bearer(token)).json()
         assert (me["team"], me["label"]) == ("cli-ward", "Dr Who")
-        assert {u["user_id"] for u in api.get("/v1/users", headers=bearer(token)).json()["items"]} == {"cli-u1", "cli-u2"}
+        users = api.get("/v1/users", headers=bearer(token)).json()["items"]
+        assert {u["user_id"] for u in users} == {"cli-u1", "cli-u2"}
         listed = phq(db_url, "team", "tokens", "cli-ward").stdout
         assert "Dr Who" in listed and token not in listed
         assert phq(db_url, "team", "revoke", str(token_id)).returncode == 0
