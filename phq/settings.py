@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     stream_batch_max: int = Field(1000, gt=0)  # events per Kafka transaction at most
     stream_batch_wait_ms: int = Field(100, ge=0)  # how long a transaction waits to fill
     stream_transaction_timeout_ms: int = Field(10000, gt=0)  # a crashed processor's partitions stall at most this
+    session_timeout_ms: int = Field(10000, ge=6000)  # both roles: how soon a dead member's partitions move on
 
     # Scoring worker (phq score-worker)
     worker_max_in_flight: int = Field(512, gt=0)  # requests held before partitions are paused (backpressure)
@@ -74,12 +75,12 @@ class Settings(BaseSettings):
     worker_scorer: str = ""  # module:callable building the scorer; empty: scoring.engine.Scorer.from_settings
 
     def kafka(self) -> str:
-        return self.kafka_bootstrap or _dev_state(self.dev_dir).get("kafka_bootstrap") or "127.0.0.1:9092"
+        return self.kafka_bootstrap or _dev_state(self.dev_dir).get("kafka", {}).get("bootstrap") or "127.0.0.1:9092"
 
     def db_url(self) -> str:
         return (
             self.database_url
-            or _dev_state(self.dev_dir).get("database_url")
+            or _dev_state(self.dev_dir).get("postgres", {}).get("database_url")
             or "postgresql+psycopg://phq@127.0.0.1:5432/phq"
         )
 
