@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import AwareDatetime
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from care import pagination, store
 from care.schemas import (
@@ -219,6 +220,11 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(pagination.BadCursor)
     async def bad_cursor(_request: Request, exc: pagination.BadCursor):
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(OperationalError)
+    async def database_down(_request: Request, _exc: OperationalError):
+        return JSONResponse({"detail": "database unavailable; retry shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

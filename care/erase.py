@@ -12,6 +12,8 @@ import argparse
 import sys
 from datetime import datetime, timezone
 
+from confluent_kafka import KafkaException
+
 from care import store
 from phq.db import engine
 from phq.erasures import publish_erasure
@@ -33,7 +35,12 @@ def main(argv: list[str]) -> int:
     if not args.user_id or len(args.user_id) > 128 or not store.storable(args.user_id):
         print("phq erase: USER_ID must be 1..128 characters without NUL", file=sys.stderr)
         return 2
-    deleted = erase(get_settings(), args.user_id)
+    try:
+        deleted = erase(get_settings(), args.user_id)
+    except KafkaException as exc:
+        print(f"phq erase: could not publish to phq.erasures ({exc}); nothing was deleted: rerun when the "
+              "broker is reachable", file=sys.stderr)
+        return 1
     counts = ", ".join(f"{table} {n}" for table, n in sorted(deleted.items()))
     print(f"erased user {args.user_id!r}: rows deleted: {counts}; published to phq.erasures")
     return 0

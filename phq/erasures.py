@@ -44,7 +44,7 @@ def is_erased(erasures: Mapping[str, datetime], user_id: str, event_time: dateti
     return erased_at is not None and event_time <= erased_at
 
 
-def publish_erasure(settings: Settings, user_id: str, erased_at: datetime, timeout_s: float = 30) -> None:
+def publish_erasure(settings: Settings, user_id: str, erased_at: datetime, timeout_s: float = 20) -> None:
     """Produce the erasure and wait until the broker has it (raises when it does not)."""
     errors: list[str] = []
 
@@ -52,7 +52,10 @@ def publish_erasure(settings: Settings, user_id: str, erased_at: datetime, timeo
         if err is not None:
             errors.append(str(err))
 
-    producer = Producer({"bootstrap.servers": settings.kafka(), "acks": "all", "enable.idempotence": True})
+    producer = Producer({
+        "bootstrap.servers": settings.kafka(), "acks": "all", "enable.idempotence": True,
+        "message.timeout.ms": int(timeout_s * 1000), "log_level": 2,  # the error below says it once
+    })
     producer.produce(
         settings.topic(topics.ERASURES), key=user_id.encode(), value=erasure_value(user_id, erased_at),
         on_delivery=on_delivery,
@@ -74,6 +77,7 @@ class ErasureLog:
             "group.id": f"phq-erasures-reader-{uuid.uuid4().hex}",  # unused: offsets are never committed
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "log_level": 2,
         })
         topic = settings.topic(topics.ERASURES)
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]

@@ -95,3 +95,21 @@ def test_notify_gives_up_after_the_last_attempt_and_moves_on(settings, phq_env):
         outcomes = conn.execute(select(alert_deliveries.c.outcome).where(alert_deliveries.c.user_id == "n-down"))
         assert sorted(o for (o,) in outcomes) == sorted(["retrying", "retrying", "failed"] * len(ids))
     assert json.dumps(receiver.requests[0]["alert"])  # the body was the alert's JSON
+
+
+def test_an_alert_already_delivered_is_not_sent_again_on_replay(settings, phq_env):
+    engine = make_engine(settings.db_url())
+    receiver = Receiver()
+    with engine.begin() as conn:
+        team = store.create_team(conn, "notify-replay")
+        receiver.secret = store.set_webhook(conn, team, receiver.url, rotate_secret=False)
+        store.assign(conn, team, ["n-replay"])
+        ids = add_scores(conn, "n-replay", [2, 14])[1]
+        publish_alerts(settings, change_event_rows(conn, ids))
+    try:
+        for group in ("first", "replay"):  # a new group reads the topic from the start again
+            done = run_phq(["notify", "--idle-exit", "1.5"], phq_env(PHQ_NOTIFY_GROUP=group), timeout=90)
+            assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        receiver.close()
+    assert sorted(a["id"] for a in receiver.delivered()) == sorted(ids)
