@@ -148,3 +148,14 @@ def test_users_page_through_a_large_team(api, world):
         if not (cursor := page["next_cursor"]):
             break
     assert len(seen) == len(set(seen)) and {f"bulk-{i:03d}" for i in range(25)} <= set(seen)
+
+
+def test_migrated_care_tables_match_phq_tables(db_url):
+    from sqlalchemy import create_engine, inspect
+
+    from phq.tables import metadata
+
+    inspector = inspect(create_engine(db_url))
+    for table in ("care_teams", "care_tokens", "care_assignments", "care_audit_log", "care_webhooks",
+                  "alert_deliveries", "erasures"):
+        assert {c["name"] for c in inspector.get_columns(table)} == set(metadata.tables[table].columns.keys())
