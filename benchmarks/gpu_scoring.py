@@ -209,10 +209,25 @@ def run_model(name: str, args, peak_flops: float, deadline: float) -> list[Resul
             continue
         results.append(fn())
         log(_line(results[-1], peak_flops))
+    if args.compile and time.perf_counter() < deadline:
+        results += compiled_rows(name, model, fast, rendered, args, peak_flops)
     del model, fast, masked
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
     return results
+
+
+def compiled_rows(name, model, fast, rendered, args, peak_flops) -> list[Result]:
+    """The batcher's mix and equal 4k again, with the decoder layers compiled (torch.compile)."""
+    t0 = time.perf_counter()
+    fast.compile()
+    fast.forward([rendered[0].input_ids])  # the compile happens here
+    log(f"{name}: compiled in {time.perf_counter() - t0:.0f}s")
+    rows = [equal_length(name, model, fast, args.compile_seq, args.batch_tokens, 2 if name == "32b" else 3), mix_batcher(name, model, fast, rendered)]
+    for r in rows:
+        r.workload += ", compiled"
+        log(_line(r, peak_flops))
+    return rows
 
 
 def _line(r: Result, peak: float) -> str:
@@ -232,13 +247,14 @@ def main() -> int:
     parser.add_argument("--skip-sorted-masked", action="store_true", help="skip the sorted-but-masked comparison")
     parser.add_argument("--time-limit", type=float, default=330, help="seconds after which remaining mixes are skipped")
     parser.add_argument("--out", default=os.environ.get("OUT", ""), help="directory for results.json (default $OUT)")
+    parser.add_argument("--compile", action="store_true", help="also time equal 4k and the mix with torch.compile'd layers")
     parser.add_argument("--dry-run", action="store_true", help="check the script on the CPU with a toy model")
     args = parser.parse_args()
-    args.seq = (1024, 4096, 8192)
+    args.seq, args.compile_seq = (1024, 4096, 8192), 4096
     if args.dry_run:
         global DEVICE
         DEVICE = "cpu"
-        args.models, args.seq, args.batch_tokens, args.mix, args.mix_32b = "dry", (128, 256), 1024, 12, 12
+        args.models, args.seq, args.compile_seq, args.batch_tokens, args.mix, args.mix_32b = "dry", (128, 256), 256, 1024, 12, 12
         args.mix_lengths = dict(median=150, low=20, high=600)
     elif not torch.cuda.is_available():
         print("gpu_scoring: no CUDA device; run this on a GPU machine (or --dry-run to check it on the CPU)", file=sys.stderr)

@@ -33,27 +33,30 @@ def plan_batches(
 
     A batch's padded size (its longest length x its size) stays within `token_budget`; a single
     request longer than the budget still gets a batch of its own (the renderer caps its length).
-    `max_padding` bounds each request's padding as a share of the batch's width, so short requests
-    do not ride along in a wide batch (a new, narrower batch is cheaper).
+    `max_padding` bounds each batch's padding fraction, so short requests do not ride along in a
+    wide batch (a new, narrower batch is cheaper).
     """
     if token_budget <= 0:
         raise ValueError(f"token_budget must be positive, got {token_budget}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
+    useful = 0
     for i in order:
         longest = lengths[current[0]] if current else lengths[i]
-        fits = longest * (len(current) + 1) <= token_budget
+        width = longest * (len(current) + 1)
+        fits = width <= token_budget
         full = max_batch_size is not None and len(current) >= max_batch_size
-        full = full or (max_padding is not None and lengths[i] < (1 - max_padding) * longest)
+        full = full or (max_padding is not None and useful + lengths[i] < (1 - max_padding) * width)
         alone = solo_min_tokens is not None and lengths[i] >= solo_min_tokens
         if current and (not fits or full or alone):
             batches.append(current)
-            current = []
+            current, useful = [], 0
         current.append(i)
+        useful += lengths[i]
         if alone:
             batches.append(current)
-            current = []
+            current, useful = [], 0
     if current:
         batches.append(current)
     return batches
