@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from scoring.model import Template
 
-_SENTINELS = ("\x00PHQ_A\x00", "\x00PHQ_B\x00", "\x00PHQ_C\x00", "\x00PHQ_D\x00")
+_SENTINELS = ("\x00PHQ_A\x00", "\x00PHQ_B\x00", "\x00PHQ_C\x00")
 _PLAIN_ROLES = {"user": ("User: ", "\n"), "assistant": ("Assistant: ", "\n")}
 
 
@@ -63,7 +63,7 @@ def _chat_pieces(tokenizer, system: str) -> tuple[str, str, dict, dict]:
     assistant turn sits between two user turns because templates treat a final assistant turn
     specially. Every role must close the same way, which chat templates do.
     """
-    u, a, b = _SENTINELS[:3]
+    u, a, b = _SENTINELS
     messages = [
         {"role": "system", "content": system},
         {"role": "user", "content": u},
@@ -86,7 +86,7 @@ def _chat_pieces(tokenizer, system: str) -> tuple[str, str, dict, dict]:
 
 
 @lru_cache(maxsize=16)
-def _frame_cached(tokenizer, template: Template) -> _Frame:
+def _frame(tokenizer, template: Template) -> _Frame:
     return _build_frame(tokenizer, template)
 
 
@@ -109,13 +109,6 @@ def _build_frame(tokenizer, template: Template) -> _Frame:
         role_open={r: tuple(_ids(tokenizer, o)) for r, (o, _) in _PLAIN_ROLES.items()},
         role_close={r: tuple(_ids(tokenizer, c)) for r, (_, c) in _PLAIN_ROLES.items()},
     )
-
-
-def _frame(tokenizer, template: Template) -> _Frame:
-    try:
-        return _frame_cached(tokenizer, template)
-    except TypeError:  # an unhashable tokenizer: derive it each time, same result
-        return _build_frame(tokenizer, template)
 
 
 def _utc(ts: datetime) -> datetime:
