@@ -25,7 +25,6 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Message
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from care import store
-from care.config import CareSettings
 from phq import topics
 from phq.db import engine as make_engine
 from phq.erasures import ErasureLog
@@ -53,7 +52,7 @@ def verify(secret: str, timestamp: str, body: bytes, presented: str, max_age_s: 
     return fresh and hmac.compare_digest(signature(secret, timestamp, body), presented)
 
 
-def backoff_delays(care: CareSettings) -> list[float]:
+def backoff_delays(care: Settings) -> list[float]:
     """Seconds to wait before each retry: base, 2 x base, 4 x base ..., capped."""
     return [min(care.webhook_max_backoff_s, care.webhook_backoff_s * 2**i)
             for i in range(care.webhook_max_attempts - 1)]
@@ -68,7 +67,7 @@ def produced_at(msg: Message, alert: dict) -> datetime:
 
 
 class Notifier:
-    def __init__(self, settings: Settings, care: CareSettings, registry: CollectorRegistry):
+    def __init__(self, settings: Settings, care: Settings, registry: CollectorRegistry):
         self.settings, self.care = settings, care
         self.engine = make_engine(settings.db_url(), pool_size=2)
         self.http = httpx.Client(timeout=care.webhook_timeout_s, follow_redirects=False)
@@ -147,7 +146,7 @@ class Notifier:
         self.engine.dispose()
 
 
-def consumer(settings: Settings, care: CareSettings, assigned: threading.Event) -> Consumer:
+def consumer(settings: Settings, care: Settings, assigned: threading.Event) -> Consumer:
     c = Consumer({
         "bootstrap.servers": settings.kafka(),
         "group.id": settings.topic_prefix + care.notify_group,
@@ -159,7 +158,7 @@ def consumer(settings: Settings, care: CareSettings, assigned: threading.Event) 
     return c
 
 
-def run(settings: Settings, care: CareSettings, idle_exit_s: float | None = None) -> int:
+def run(settings: Settings, care: Settings, idle_exit_s: float | None = None) -> int:
     registry = CollectorRegistry()
     server, _ = start_http_server(settings.metrics_port, registry=registry)
     notifier = Notifier(settings, care, registry)
@@ -203,4 +202,4 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    return run(settings, CareSettings(), args.idle_exit)
+    return run(settings, settings, args.idle_exit)

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     worker_db_retry_max_s: float = Field(30, gt=0)  # cap of the backoff while Postgres is unreachable
     worker_scorer: str = ""  # module:callable building the scorer; empty: scoring.engine.Scorer.from_settings
 
+    # Alert delivery (phq notify)
+    notify_group: str = "phq-notify"  # consumer group of `phq notify` (PHQ_TOPIC_PREFIX is prepended)
+    webhook_max_attempts: int = Field(8, ge=1)  # then the alert is logged as failed and skipped
+    webhook_backoff_s: float = Field(1.0, ge=0)  # first retry delay; doubles each attempt
+    webhook_max_backoff_s: float = Field(60.0, ge=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+
     def kafka(self) -> str:
         return self.kafka_bootstrap or _dev_state(self.dev_dir).get("kafka", {}).get("bootstrap") or "127.0.0.1:9092"
 

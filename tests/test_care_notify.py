@@ -15,8 +15,8 @@ from test_care_support import (
 )
 
 from care import store
-from care.config import CareSettings
 from care.notify import backoff_delays, signature, verify
+from phq.settings import Settings
 from phq.db import engine as make_engine
 from phq.tables import alert_deliveries
 
@@ -39,7 +39,7 @@ def test_a_receiver_rejects_stale_or_forged_deliveries():
 
 
 def test_backoff_doubles_and_is_capped():
-    care = CareSettings(webhook_backoff_s=1, webhook_max_attempts=6, webhook_max_backoff_s=5)
+    care = Settings(webhook_backoff_s=1, webhook_max_attempts=6, webhook_max_backoff_s=5)
     assert backoff_delays(care) == [1, 2, 4, 5, 5]
 
 
