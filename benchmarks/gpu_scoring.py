@@ -200,7 +200,7 @@ def run_model(name: str, args, peak_flops: float, deadline: float) -> list[Resul
         ("mix, batcher", lambda: mix_batcher(name, model, fast, rendered)),
         ("mix, naive: arrival order x8, masked", lambda: mix_batches(name, model, masked, rendered, arrival_batches(n_mix, 8), "mix, naive x8 masked")),
     ]
-    if not args.skip_sorted_masked:
+    if name in args.sorted_masked_models.split(","):
         sorted_plan = plan_batches([r.n_tokens for r in rendered], args.batch_tokens, max_padding=None)
         plan.append(("mix, sorted, masked", lambda: mix_batches(name, model, masked, rendered, sorted_plan, "mix, sorted masked")))
     for label, fn in plan:
@@ -244,8 +244,8 @@ def main() -> int:
     parser.add_argument("--mix", type=int, default=96, help="transcripts in the mix")
     parser.add_argument("--mix-32b", type=int, default=32, help="transcripts in the 32B's mix (time)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-sorted-masked", action="store_true", help="skip the sorted-but-masked comparison")
-    parser.add_argument("--time-limit", type=float, default=330, help="seconds after which remaining mixes are skipped")
+    parser.add_argument("--sorted-masked-models", default="8b,dry", help="models also timed on sorted batches with the mask (sorting alone)")
+    parser.add_argument("--time-limit", type=float, default=300, help="seconds after which remaining models and mixes are skipped")
     parser.add_argument("--out", default=os.environ.get("OUT", ""), help="directory for results.json (default $OUT)")
     parser.add_argument("--compile", action="store_true", help="also time equal 4k and the mix with torch.compile'd layers")
     parser.add_argument("--dry-run", action="store_true", help="check the script on the CPU with a toy model")
@@ -274,14 +274,27 @@ def main() -> int:
         if name not in SHAPES and not args.dry_run:
             print(f"gpu_scoring: unknown model {name!r}; pick from {', '.join(SHAPES)}", file=sys.stderr)
             return 2
-        results += run_model(name, args, peak, start + args.time_limit)
+        if time.perf_counter() > start + args.time_limit:
+            log(f"skip {name}: past the time limit (--time-limit)")
+            continue
+        try:
+            results += run_model(name, args, peak, start + args.time_limit)
+        except torch.cuda.OutOfMemoryError as exc:  # report what ran rather than lose it
+            log(f"{name}: out of GPU memory ({str(exc).splitlines()[0]}); skipped the rest of it")
+            torch.cuda.empty_cache()
+        save(args.out, env, peak, results)
     print(_table(results, peak, env))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        payload = {"env": env, "peak_flops": peak, "results": [asdict(r) | {"utilisation": r.utilisation(peak), "tokens_per_s": r.tokens_per_s()} for r in results]}
-        (Path(args.out) / "results.json").write_text(json.dumps(payload, indent=2))
     log(f"total {time.perf_counter() - start:.0f}s")
     return 0
+
+
+def save(out: str, env: dict, peak: float, results: list[Result]) -> None:
+    """results.json after each model, so a run cut short keeps what it measured."""
+    if not out:
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    rows = [asdict(r) | {"utilisation": r.utilisation(peak), "tokens_per_s": r.tokens_per_s()} for r in results]
+    (Path(out) / "results.json").write_text(json.dumps({"env": env, "peak_flops": peak, "results": rows}, indent=2))
 
 
 def _has(module: str) -> bool:
