@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from scoring.batcher import BatchStats, batch_stats, plan_batches
@@ -150,7 +149,7 @@ class VllmBackend(Backend):
         self.meta = read_meta(self.path)
         on_gpu = _cuda_available()
         # On CPU this is the share of RAM vLLM reserves for its KV cache.
-        memory = gpu_memory_utilization or float(os.environ.get("PHQ_VLLM_MEMORY_UTILIZATION", "0.9" if on_gpu else "0.2"))
+        memory = gpu_memory_utilization or (0.9 if on_gpu else 0.2)
         self.llm = LLM(
             model=str(self.path),
             runner="pooling",
