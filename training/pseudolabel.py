@@ -203,10 +203,11 @@ STUDENTS = dict(
 def run_students(cfg: dict, gt_train: list[Example], val: list[Example], test: list[Example],
                  unlabelled: list[Example], teacher: list[Label], out: Path, rounds: int, passes: int,
                  max_std: float, log=print) -> list[dict]:
-    """The iterative scheme. Round 0 trains on real labels (plus teacher labels, weighted by provenance,
-    when given); round k predicts the unlabelled users with round k-1's model, keeps those whose
-    MC-dropout ensemble agrees (std <= max_std), and retrains from the base model on real plus
-    pseudolabels, a user's newest kept label replacing an older one. Test users are never trained on.
+    """The iterative scheme. Round 0 trains on real labels only (the ablation's baseline); round k >= 1
+    trains from the base model on real labels plus pseudolabels: teacher labels when given, and the
+    users round k-1's model labelled confidently (its MC-dropout ensemble of `passes` agrees within
+    `max_std` points), a user's newest confident student label replacing an older label.
+    Provenance weights (cfg) weigh each source; test users are never trained on.
     """
     from dataclasses import replace
 
@@ -218,7 +219,8 @@ def run_students(cfg: dict, gt_train: list[Example], val: list[Example], test: l
     pool = {ex.user_id: ex for ex in unlabelled}
     summary = []
     for k in range(rounds + 1):
-        pseudo = [replace(pool[u], total=lab.total, provenance=lab.provenance) for u, lab in by_user.items() if u in pool]
+        pseudo = [] if k == 0 else [replace(pool[u], total=lab.total, provenance=lab.provenance)
+                                    for u, lab in by_user.items() if u in pool]
         run = out / f"round_{k}"
         log(f"round {k}: {len(gt_train)} real + {len(pseudo)} pseudo-labelled windows")
         res = train({**cfg, "install": False, "name": f"student{k}"}, gt_train + pseudo, val, run, log=log)
@@ -305,7 +307,7 @@ def _students_main(argv: list[str]) -> int:
                                 "unlabelled users, retrain on real plus pseudo, for N rounds.")
     p.add_argument("--events", required=True)
     p.add_argument("--labels", required=True, help="real labels")
-    p.add_argument("--teacher-labels", help="teacher labels for unlabelled users (used from round 0, weighted)")
+    p.add_argument("--teacher-labels", help="teacher labels for unlabelled users (used from round 1, weighted)")
     p.add_argument("--rounds", type=int, default=STUDENTS["rounds"])
     p.add_argument("--passes", type=int, default=STUDENTS["passes"])
     p.add_argument("--max-std", type=float, default=STUDENTS["max_std"])

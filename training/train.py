@@ -46,6 +46,7 @@ CONFIG = dict(
     device="auto",  # auto | cpu | cuda
     bf16="auto",  # bf16 autocast on GPU
     grad_checkpointing="auto",  # on GPU
+    freeze=[],  # parameter-name parts to keep fixed, e.g. ["embeddings"] (a big saving on CPU)
     name="phq",  # model_version prefix
     install=True,  # also save the model directory under model_dir
     model_dir="",  # empty: PHQ_MODEL_DIR
@@ -78,7 +79,11 @@ def load_backbone(cfg: dict, device: str):
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected here
+    hf_logging.disable_progress_bar()
     base = resolve_base(cfg["base_model"])
     hf_config = AutoConfig.from_pretrained(str(base), local_files_only=True)
     backbone = cfg["backbone"]
@@ -93,6 +98,9 @@ def load_backbone(cfg: dict, device: str):
         pad_token_id=tokenizer.pad_token_id, dtype=torch.float32,
     )
     # a checkpoint that came with a classifier head of another size would have been re-initialised above
+    for name, param in model.named_parameters():
+        if any(part in name for part in cfg["freeze"]):
+            param.requires_grad_(False)
     if cfg["grad_checkpointing"] is True or (cfg["grad_checkpointing"] == "auto" and device == "cuda"):
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
