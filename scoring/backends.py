@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from scoring.batcher import BatchStats, batch_stats, plan_batches
@@ -140,6 +141,9 @@ class VllmBackend(Backend):
     name = "vllm"
 
     def __init__(self, model_dir: str | Path, *, gpu_memory_utilization: float | None = None, dtype: str | None = None, seed: int = 0):
+        # vLLM logs to stdout by default, where `phq score` writes its results; its workers inherit this.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             from vllm import LLM
             from vllm.config import PoolerConfig
