@@ -24,6 +24,7 @@ class Backend:
     last_stats: BatchStats | None = None
 
     def predict(self, rendered: list[Rendered]) -> list[float]:
+        """PHQ-9 points per rendered window (target scaling applied, not clipped), in input order."""
         raise NotImplementedError
 
     def close(self) -> None:
