@@ -284,6 +284,7 @@ def main() -> int:
             torch.cuda.empty_cache()
         save(args.out, env, peak, results)
     print(_table(results, peak, env))
+    print(_goals(results, peak))
     log(f"total {time.perf_counter() - start:.0f}s")
     return 0
 
@@ -295,6 +296,21 @@ def save(out: str, env: dict, peak: float, results: list[Result]) -> None:
     Path(out).mkdir(parents=True, exist_ok=True)
     rows = [asdict(r) | {"utilisation": r.utilisation(peak), "tokens_per_s": r.tokens_per_s()} for r in results]
     (Path(out) / "results.json").write_text(json.dumps({"env": env, "peak_flops": peak, "results": rows}, indent=2))
+
+
+def _goals(results: list[Result], peak: float) -> str:
+    """The issue's goals per model: mix vs equal 4k (>= 0.9), mix vs naive (>= 3x), 4k utilisation."""
+    lines = ["", "| model | equal 4k util | mix util | mix / equal 4k | mix / naive |", "| --- | ---: | ---: | ---: | ---: |"]
+    for model in dict.fromkeys(r.model for r in results):
+        def util(prefix: str) -> float | None:
+            found = [r for r in results if r.model == model and r.workload.startswith(prefix)]
+            return max(r.utilisation(peak) for r in found) if found else None
+
+        eq, mix, naive = util("equal 4096"), util("mix, batcher"), util("mix, naive")
+        ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
+        fmt = lambda v: f"{v:.3f}" if v else "-"  # noqa: E731
+        lines.append(f"| {model} | {fmt(eq)} | {fmt(mix)} | {ratio(mix, eq)} | {ratio(mix, naive)} |")
+    return "\n".join(lines)
 
 
 def _has(module: str) -> bool:
