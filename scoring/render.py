@@ -8,7 +8,7 @@ oldest turn kept may lose its beginning. Deterministic: same turns and tokenizer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from scoring.model import Template
@@ -112,7 +112,7 @@ def _build_frame(tokenizer, template: Template) -> _Frame:
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def session_date(ts: datetime) -> str:

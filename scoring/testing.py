@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 _PHRASES = ["I feel tired and low", "slept badly again", "had a good walk today", "work is stressful", "thanks, that helps"]
 
 
@@ -35,8 +35,19 @@ def make_window(n_sessions: int = 3, turns_per_session: int = 4, words: int = 6,
 def build_tiny_bert(out_dir, seed: int = 0):
     """A 2-layer random-initialised BERT regressor with a local WordPiece tokenizer (encoder tests)."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from tokenizers import (
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
 
     from scoring.model import _TOKENIZER_CORPUS, ModelMeta, Template, save_model_dir
 

@@ -58,7 +58,7 @@ def test_vllm_scores_match_transformers(tmp_path):
     env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(
         [sys.executable, str(tmp_path / "run_vllm.py"), str(model_dir), str(tmp_path / "inputs.json")],
-        capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path, check=False,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PHQ_SCORES ")]
     assert proc.returncode == 0 and lines, f"vLLM run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
