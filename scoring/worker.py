@@ -8,13 +8,13 @@ the one place the delivery protocol is written down.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import json
 import logging
 import signal
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,6 +62,7 @@ class Item:
     partition: int
     offset: int
     request: ScoringRequest | None  # None: nothing to score (malformed or erased); only its offset counts
+    generation: int = 0  # the rebalance generation it was consumed in
 
 
 # ------------------------------------------------------------------------------------ Postgres
@@ -152,9 +153,10 @@ class ScoringWorker:
         self.alerts_topic = settings.topic(topics.ALERTS)
         self.inbox: deque[Item] = deque()
         self.cond = threading.Condition()
-        self.round_lock = threading.Lock()  # held for a whole round; a revoke waits on it
+        self.generation = 0  # bumped by every rebalance; a round from an older one is dropped, not committed
         self.paused = False
         self.running = True
+        self.failure: BaseException | None = None
         self.erasures = ErasureLog(settings)
         self.erasures.catch_up()
         self.consumer = Consumer({
@@ -164,21 +166,22 @@ class ScoringWorker:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "max.poll.interval.ms": settings.worker_max_poll_interval_ms,
-            "session.timeout.ms": min(45000, settings.worker_max_poll_interval_ms),
+            "session.timeout.ms": min(settings.session_timeout_ms, settings.worker_max_poll_interval_ms),
             "log_level": 3,
         })
-        self.producer = Producer({
-            "bootstrap.servers": settings.kafka(),
-            "transactional.id": f"{group_id(settings)}-{uuid.uuid4().hex}",
-            "transaction.timeout.ms": settings.stream_transaction_timeout_ms,
+        self.producer = Producer(self._producer_config())
+
+    def _producer_config(self) -> dict:
+        return {
+            "bootstrap.servers": self.settings.kafka(),
+            "enable.idempotence": True,  # no duplicates from the producer's own retries
             "linger.ms": 5,
             "log_level": 3,
-        })
+        }
 
     # ---------------------------------------------------------------- poll thread
 
     def run(self) -> None:
-        self.producer.init_transactions(60)
         self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         scorer_thread = threading.Thread(target=self._scoring_loop, name="scoring", daemon=True)
@@ -216,7 +219,7 @@ class ScoringWorker:
             REQUESTS.labels("erased").inc()
             request = None
         with self.cond:
-            self.inbox.append(Item(msg.partition(), msg.offset(), request))
+            self.inbox.append(Item(msg.partition(), msg.offset(), request, self.generation))
             IN_FLIGHT.set(len(self.inbox))
             self.cond.notify()
 
@@ -232,14 +235,17 @@ class ScoringWorker:
 
     def _on_assign(self, consumer, partitions) -> None:
         REBALANCES.inc()
+        self.generation += 1
         if self.paused:
             consumer.pause(partitions)
         log.info("partitions assigned", extra={"partitions": [tp.partition for tp in partitions]})
 
     def _on_revoke(self, consumer, partitions) -> None:
-        """Let the round in progress finish (its offsets commit under this generation), drop the rest."""
+        """Drop what waits for revoked partitions; a round in progress sees the new generation and drops
+        itself (never blocks here: the rebalance must complete for its offsets to commit or fail)."""
         gone = {tp.partition for tp in partitions}
-        with self.round_lock, self.cond:
+        self.generation += 1
+        with self.cond:
             kept = [item for item in self.inbox if item.partition not in gone]
             self.inbox.clear()
             self.inbox.extend(kept)
@@ -249,11 +255,14 @@ class ScoringWorker:
     # ---------------------------------------------------------------- scoring thread
 
     def _scoring_loop(self) -> None:
-        while self.running:
-            with self.round_lock:
+        try:
+            while self.running:
                 items = self._take_round()
                 if items:
                     self.run_round(items)
+        except BaseException as exc:
+            self.failure = exc  # the poll thread stops and main() exits non-zero; a restart redoes the round
+            log.exception("scoring thread failed")
 
     def _take_round(self) -> list[Item]:
         """A prefix of the inbox: up to the token budget, or what came within PHQ_BATCH_MAX_WAIT_MS of the first."""
@@ -279,14 +288,17 @@ class ScoringWorker:
         return sum(_estimate_tokens(item) for item in self.inbox)
 
     def run_round(self, items: list[Item]) -> None:
-        """One round, effects exactly once. The order, which recovery relies on:
+        """One round: consumption at least once, effects exactly once. The order, which recovery relies on:
 
         1. Score the round's requests with the model (nothing written yet; a crash here redoes it).
         2. One Postgres transaction: each score and its change events, idempotent on
            (request_id, model_version) and (score_id, kind). Retried with backoff while Postgres is down.
-        3. One Kafka transaction: every row of step 2 (new or found there) to phq9.scores, its change
-           events to phq9.alerts, and the round's offsets; committed together.
-        A crash between 2 and 3 redelivers the round: step 2 finds the rows, step 3 publishes them once.
+        3. Produce every row of step 2 (new or found there) to phq9.scores and its change events to
+           phq9.alerts, and wait until the broker has them all.
+        4. Commit the round's offsets.
+        A crash before 4 redelivers the round: step 2 finds its rows and writes nothing twice; step 3
+        publishes them again, identical (same `id`), so topic readers dedupe on `id`. Requests consumed
+        before a rebalance are left out of 3 and 4: the partitions' owner gets them again.
         """
         requests = [item.request for item in items if item.request is not None]
         outputs = self._score(requests)
@@ -309,7 +321,7 @@ class ScoringWorker:
         outputs = self.scorer.score_rendered(rendered)
         SCORING_SECONDS.observe(time.monotonic() - started)
         ROUND_SIZE.observe(len(requests))
-        TOKEN_FILL.observe(sum(r.n_tokens for r in rendered) / self.settings.batch_token_budget)
+        TOKEN_FILL.observe(sum(o.n_tokens for o in outputs) / self.settings.batch_token_budget)
         return outputs
 
     def _store(self, rows: list[dict]) -> list[tuple[dict, list[dict]]]:
@@ -327,40 +339,41 @@ class ScoringWorker:
                 delay = min(delay * 2, self.settings.worker_db_retry_max_s)
 
     def _publish(self, stored: list[tuple[dict, list[dict]]], items: list[Item]) -> None:
+        """Steps 3 and 4 of run_round, for the requests still ours (consumed in the current generation)."""
+        live = [item for item in items if item.generation == self.generation]
+        if len(live) < len(items):
+            log.info("requests left to redelivery after a rebalance", extra={"n": len(items) - len(live)})
+        live_ids = {item.request.request_id for item in live if item.request is not None}
+        for row, changes in _unique_rows(stored, live_ids):
+            key = row["user_id"].encode()
+            self.producer.produce(self.scores_topic, key=key, value=to_json(row))
+            for change in changes:
+                self.producer.produce(self.alerts_topic, key=key, value=to_json(change))
+        if self.producer.flush(60) > 0:
+            raise RuntimeError("outputs not acknowledged by the broker within 60s; a restart redoes the round")
         offsets: dict[int, int] = {}
-        for item in items:
+        for item in live:
             offsets[item.partition] = max(offsets.get(item.partition, 0), item.offset + 1)
-        for attempt in range(10):
+        if offsets and live[0].generation == self.generation:
+            tps = [TopicPartition(self.source, p, o) for p, o in offsets.items()]
             try:
-                self.producer.begin_transaction()
-                for row, changes in stored:
-                    key = row["user_id"].encode()
-                    self.producer.produce(self.scores_topic, key=key, value=to_json(row))
-                    for change in changes:
-                        self.producer.produce(self.alerts_topic, key=key, value=to_json(change))
-                tps = [TopicPartition(self.source, p, o) for p, o in offsets.items()]
-                self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(), 30)
-                self.producer.commit_transaction(60)
-                return
+                failed = [tp for tp in self.consumer.commit(offsets=tps, asynchronous=False) or [] if tp.error]
             except KafkaException as exc:
-                err = exc.args[0]
-                if err.fatal():
-                    raise
-                log.warning("output transaction failed; retrying", extra={"error": str(err), "attempt": attempt})
-                if err.txn_requires_abort():
-                    self.producer.abort_transaction(60)
-                if _fenced(err):
-                    return  # the partitions moved to another worker: it redoes the round (rows are idempotent)
-                time.sleep(min(5.0, 0.5 * (attempt + 1)))
-        raise RuntimeError("could not commit a round's outputs after 10 attempts; restarting redoes it safely")
+                failed = [exc.args[0]]
+            if failed:  # revoked meanwhile: the new owner redoes these (idempotently)
+                log.warning("offset commit failed; the requests will be redelivered", extra={"error": str(failed)})
 
     def stop(self, *_args) -> None:
         self.running = False
 
 
-def _fenced(err) -> bool:
-    return err.code() in (KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
-                          KafkaError.REBALANCE_IN_PROGRESS, KafkaError.FENCED_INSTANCE_ID)
+def _unique_rows(stored: list[tuple[dict, list[dict]]], request_ids: set[str]):
+    """Each stored row of these requests once (a redelivered request may sit twice in one round)."""
+    seen = set()
+    for row, changes in stored:
+        if row["request_id"] in request_ids and row["id"] not in seen:
+            seen.add(row["id"])
+            yield row, changes
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:
@@ -406,10 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="phq score-worker", description="the scoring worker (settings: PHQ_ env vars)").parse_args(argv)
     settings = Settings()
     setup_logging(settings.log_level)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack (diagnosis)
     port = serve_metrics(settings.metrics_port)
     worker = ScoringWorker(settings, load_scorer(settings))
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     log.info("metrics served", extra={"port": port})
     worker.run()
-    return 0
+    return 1 if worker.failure else 0

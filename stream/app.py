@@ -8,10 +8,9 @@ changelogged state instead of Faust: see docs/stream.md for why.
 from __future__ import annotations
 
 import argparse
-import fcntl
+import faulthandler
 import logging
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,9 @@ from phq import topics
 from phq.erasures import ErasureLog
 from phq.events import InvalidEvent, parse_event
 from phq.settings import Settings
+from phq.slots import claim_slot, transactional_id
 from phq.telemetry import serve_metrics, setup_logging
+from phq.txn import commit_transaction
 from stream import metrics
 from stream.changelog import changelog_topic, ensure_changelog, restore
 from stream.store import PartitionStore
@@ -53,7 +54,7 @@ class StreamProcessor:
         self.changelog = changelog_topic(settings)
         self.requests_topic = settings.topic(topics.SCORING_REQUESTS)
         self.dlq = settings.topic(topics.CHAT_EVENTS_DLQ)
-        self.slot, self.state_dir, self._lock = claim_slot(settings)
+        self.slot, self.state_dir, self._lock = claim_slot(Path(settings.stream_state_dir) / group_id(settings))
         self.stores: dict[int, PartitionStore] = {}
         self.open_sessions: dict[int, dict[tuple[str, str], float]] = {}
         self.erasures = ErasureLog(settings)
@@ -71,7 +72,7 @@ class StreamProcessor:
         s = self.settings
         return {
             "bootstrap.servers": s.kafka(),
-            "transactional.id": f"{group_id(s)}-{socket.gethostname()}-{self.slot}",
+            "transactional.id": transactional_id(group_id(s), self.slot),
             "transaction.timeout.ms": s.stream_transaction_timeout_ms,
             "linger.ms": 5,
             "message.max.bytes": 2 * 1024 * 1024,
@@ -87,6 +88,7 @@ class StreamProcessor:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "max.poll.interval.ms": 300000,
+            "session.timeout.ms": self.settings.session_timeout_ms,
             "log_level": 3,
         }
 
@@ -165,8 +167,9 @@ class StreamProcessor:
             self._produce_changelog()
             if batch.offsets:
                 offsets = [TopicPartition(self.source, p, o) for p, o in batch.offsets.items()]
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-            self._commit_transaction()
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(),
+                                                          self._kafka_timeout_s())
+            commit_transaction(self.producer, self._kafka_timeout_s())
         except KafkaException as exc:
             self._abort(batch, exc)
             return
@@ -267,22 +270,14 @@ class StreamProcessor:
             p = msg.partition()
             self._changelog_offsets[p] = max(self._changelog_offsets.get(p, -1), msg.offset())
 
-    def _commit_transaction(self) -> None:
-        for attempt in range(5):
-            try:
-                self.producer.commit_transaction(60)
-                return
-            except KafkaException as exc:
-                if not exc.args[0].retriable() or attempt == 4:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
+    def _kafka_timeout_s(self) -> float:
+        # under the transaction timeout, so a blocked call (say, a rebalance we must join to finish)
+        # fails and is retried before the coordinator aborts the transaction on its own
+        return max(1.0, self.settings.stream_transaction_timeout_ms / 2000)
 
     def _abort(self, batch: Batch, exc: KafkaException) -> None:
-        err = exc.args[0]
-        log.warning("transaction aborted; the batch will be redone", extra={"error": str(err)})
-        if err.fatal():
-            raise exc
-        self.producer.abort_transaction(60)
+        log.warning("transaction aborted; the batch will be redone", extra={"error": str(exc.args[0])})
+        self._recover_producer(exc.args[0])
         for store in self.stores.values():
             store.discard()
         self._changelog_offsets.clear()
@@ -290,6 +285,18 @@ class StreamProcessor:
             if partition in self.stores:
                 self.consumer.seek(TopicPartition(self.source, partition, offset))
         metrics.ABORTS.inc()
+
+    def _recover_producer(self, err) -> None:
+        """Abort the open transaction; when the producer is beyond that (fenced), start a new one."""
+        if not err.fatal():
+            try:
+                self.producer.abort_transaction(self._kafka_timeout_s() * 2)
+                return
+            except KafkaException as again:
+                if not again.args[0].fatal():
+                    raise
+        self.producer = Producer(self._producer_config())
+        self.producer.init_transactions(60)  # same transactional.id: fences whatever was left open
 
     def stop(self, *_args) -> None:
         self.running = False
@@ -314,25 +321,6 @@ def open_sessions_of(store: PartitionStore) -> dict[tuple[str, str], float]:
     return out
 
 
-def claim_slot(settings: Settings):
-    """The first free state slot on this host: its number, its dir and its held lock.
-
-    Slots make the local RocksDB dirs and transactional ids stable across restarts (a restart fences
-    its dead predecessor at once), while two processes on one host never share a dir.
-    """
-    base = Path(settings.stream_state_dir) / group_id(settings)
-    base.mkdir(parents=True, exist_ok=True)
-    for slot in range(1024):
-        lock = open(base / f"slot-{slot}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            continue
-        return slot, base / f"slot-{slot}", lock
-    raise RuntimeError(f"no free state slot under {base}; is something holding 1024 locks?")
-
-
 def _utcnow():
     from datetime import datetime, timezone
 
@@ -343,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="phq stream", description="the stream processor (settings: PHQ_ env vars)").parse_args(argv)
     settings = Settings()
     setup_logging(settings.log_level)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack (diagnosis)
     port = serve_metrics(settings.metrics_port)
     processor = StreamProcessor(settings)
     signal.signal(signal.SIGTERM, processor.stop)

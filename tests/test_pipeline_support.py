@@ -193,3 +193,64 @@ def read_topic(settings: Settings, name: str, *, timeout: float = 10, committed_
         out.append(msg)
     consumer.close()
     return out
+
+
+# ------------------------------------------------------------------------------ a deterministic scorer
+
+
+class HashScorer:
+    """Scores a window by a hash of its turns (0..27, spread enough to make change events), fast and
+    deterministic, so a redelivered request scores the same. Loaded by workers with
+    PHQ_WORKER_SCORER=test_pipeline_support:hash_scorer (PYTHONPATH has tests/)."""
+
+    model_version = "test-hash-v1"
+    token_budget = 2048
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+
+    def render(self, windows):
+        return [list(turns) for turns in windows]
+
+    def score_rendered(self, rendered):
+        import hashlib
+
+        from scoring.engine import ScoreOutput
+
+        from phq.models import severity
+
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        out = []
+        for turns in rendered:
+            digest = hashlib.sha256("|".join(f"{t.session_id}/{t.turn}" for t in turns).encode()).digest()
+            score = round(digest[0] / 255 * 27, 2)
+            out.append(ScoreOutput(score=score, severity=severity(score), n_tokens=sum(len(t.text) for t in turns) // 4,
+                                   window_start=min((t.ts for t in turns), default=None),
+                                   n_sessions=len({t.session_id for t in turns}),
+                                   n_user_turns=sum(t.role == "user" for t in turns), raw=score))
+        return out
+
+
+def hash_scorer(settings):
+    return HashScorer(delay_s=float(os.environ.get("PHQ_TEST_SCORER_DELAY_S", "0")))
+
+
+def expected_changes(db_url: str, settings: Settings) -> set[tuple[str, str]]:
+    """(request_id, kind) of every change event the rules imply for the stored scores, in scored_at order."""
+    from phq.changes import detect_changes
+
+    rows = db_rows(db_url, "SELECT user_id, scored_at, request_id, score FROM phq9_scores ORDER BY user_id, scored_at, request_id")
+    out, previous = set(), {}
+    for user, _, rid, score in rows:
+        if user in previous:
+            for change in detect_changes(previous[user], score, reliable_change=settings.reliable_change,
+                                         clinical_threshold=settings.clinical_threshold):
+                out.add((rid, change.kind))
+        previous[user] = score
+    return out
+
+
+def stored_changes(db_url: str) -> list[tuple[str, str]]:
+    return [tuple(r) for r in db_rows(db_url, "SELECT s.request_id, c.kind FROM symptom_change_events c "
+                                              "JOIN phq9_scores s ON s.id = c.score_id")]
