@@ -78,3 +78,32 @@ def test_encoder_without_chat_template_renders_plain_lines(tmp_path):
     assert rendered.input_ids[0] == tok.cls_token_id and rendered.input_ids[-1] == tok.sep_token_id
     words = "".join(tok.convert_ids_to_tokens(rendered.input_ids)).replace("##", "")
     assert "user:" in words and "assistant:" in words
+
+
+# The parts of Qwen3's template that make splitting it non-trivial: the system message only first,
+# and a think block on an assistant turn after the last user query and in the generation prompt.
+QWEN3_LIKE = (
+    "{%- if messages[0].role == 'system' %}{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- set ns = namespace(last_query_index=messages|length - 1) %}"
+    "{%- for message in messages[::-1] %}{%- if message.role == 'user' %}"
+    "{%- set ns.last_query_index = (messages|length - 1) - loop.index0 %}{%- break %}{%- endif %}{%- endfor %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' %}{{- '<|im_start|>user\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'assistant' %}"
+    "{%- if loop.index0 > ns.last_query_index and loop.last %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>assistant\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+)
+
+
+def test_a_qwen3_style_template_gives_plain_role_markers_and_its_generation_prompt():
+    from scoring.model import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.chat_template = QWEN3_LIKE
+    text = tok.decode(render_window(make_window(1, 2), tok, 2048).input_ids)
+    assert "<|im_start|>assistant\n" + make_window(1, 2)[1].text + "<|im_end|>" in text  # no think block mid-transcript
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert text.count("<|im_start|>system") == 1
