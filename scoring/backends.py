@@ -145,6 +145,7 @@ class VllmBackend(Backend):
         # vLLM logs to stdout by default, where `phq score` writes its results; its workers inherit this.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model directory is complete; never ask the Hub
         try:
             from vllm import LLM
             from vllm.config import PoolerConfig
