@@ -202,7 +202,7 @@ STUDENTS = dict(
 
 def run_students(cfg: dict, gt_train: list[Example], val: list[Example], test: list[Example],
                  unlabelled: list[Example], teacher: list[Label], out: Path, rounds: int, passes: int,
-                 max_std: float, log=print) -> list[dict]:
+                 max_std: float, log=print, install_final: bool = False) -> list[dict]:
     """The iterative scheme. Round 0 trains on real labels only (the ablation's baseline); round k >= 1
     trains from the base model on real labels plus pseudolabels: teacher labels when given, and the
     users round k-1's model labelled confidently (its MC-dropout ensemble of `passes` agrees within
@@ -223,11 +223,13 @@ def run_students(cfg: dict, gt_train: list[Example], val: list[Example], test: l
                                     for u, lab in by_user.items() if u in pool]
         run = out / f"round_{k}"
         log(f"round {k}: {len(gt_train)} real + {len(pseudo)} pseudo-labelled windows")
-        res = train({**cfg, "install": False, "name": f"student{k}"}, gt_train + pseudo, val, run, log=log)
+        res = train({**cfg, "install": install_final and k == rounds, "name": f"student{k}"}, gt_train + pseudo, val,
+                    run, log=log)
         model, tok, meta = res["model"], res["tokenizer"], res["meta"]
         row = {"round": k, "n_real": len(gt_train), "n_pseudo": len(pseudo),
                "pseudo_provenance": sorted({p.provenance for p in pseudo}), "best_val_mae": res["best_val_mae"],
-               "train_seconds": res["train_seconds"], "model_path": res["model_path"]}
+               "train_seconds": res["train_seconds"], "model_path": res["model_path"],
+               "installed_path": res["installed_path"]}
         if test:
             pred = predict(model, tok, meta, test)
             write_predictions(run / "test_predictions.csv", [e.user_id for e in test], [e.total for e in test], pred,
@@ -332,7 +334,7 @@ def _students_main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     summary = run_students(cfg, [e for e in gt if e.user_id in split["train"]], [e for e in gt if e.user_id in split["val"]],
                            [e for e in gt if e.user_id in split["test"]], unlabelled, teacher, out,
-                           args.rounds, args.passes, args.max_std)
+                           args.rounds, args.passes, args.max_std, install_final=True)
     for row in summary:
         print(json.dumps({k: row.get(k) for k in ("round", "n_pseudo", "best_val_mae", "mae", "auc_10", "next_round_kept")}))
     return 0

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +34,9 @@ STUDY = dict(
 )
 
 
-def run(out: Path) -> dict:
+def run(out: Path, work: Path | None = None) -> dict:
+    """Run the study; `out` gets reports, figures and study.json, `work` (default: a temporary directory)
+    the events, labels, runs and model directories, which are too big for docs/."""
     from training import synth
     from training.analyses import ablation, pseudolabel_quality
     from training.data import labelled_examples, read_labels, read_transcripts, split_users, unlabelled_examples
@@ -42,8 +47,9 @@ def run(out: Path) -> dict:
     t0 = time.monotonic()
     timings = {}
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    work.mkdir(exist_ok=True)
+    work = Path(work or tempfile.mkdtemp(prefix="phq-study-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"study working files (events, runs, model directories): {work}")
 
     # 1. synthetic users: events and the questionnaire for part of them
     events, labels = synth.generate(STUDY["users"], STUDY["seed"], start=STUDY["start"], days=STUDY["days"],
@@ -83,6 +89,8 @@ def run(out: Path) -> dict:
     final = work / "students" / rounds[-1] / "test_predictions.csv"
     abl = ablation(("real_only", str(work / "students" / "round_0" / "test_predictions.csv")),
                    ("real_plus_pseudo", str(final)), out / "ablation", STUDY["bootstrap"])
+    for r in rounds:  # the per-round test predictions are small and are what the analyses read
+        shutil.copy(work / "students" / r / "test_predictions.csv", out / f"test_predictions_{r}.csv")
     users, y, p = read_predictions(final)
     m = evaluate_arrays(users, y, p, out / "eval", title=f"Final student ({rounds[-1]}) on held-out users",
                         n_boot=STUDY["bootstrap"])
@@ -130,11 +138,101 @@ def window_coverage(examples, token_budget: int) -> dict:
             "share_of_turns_seen": kept_turns / max(all_turns, 1), "share_of_sessions_touched": sessions_kept / max(sessions_all, 1)}
 
 
+def _f(v, ci=None, digits=2) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
+def results_markdown(r: dict, figs: str) -> str:
+    """docs/results.md from study.json: every number from the run, every figure labelled synthetic."""
+    d, cov, tr, fe = r["data"], r["window_coverage"], r["settings"]["train"], r["final_eval"]
+    st = r["settings"]
+    L = ["# Results: the CPU study (synthetic data)", "",
+         "> **Everything on this page is measured on synthetic users written by `phq synth`, not on people.** "
+         "The task is made up to be honest about the pipeline (negation, past-tense mentions, hedging, "
+         "assistant echoes, long off-topic stretches), but these numbers say nothing about clinical accuracy, "
+         "and phq-monitor is decision support for care teams, not a diagnosis.", "",
+         "Reproduce: `python -m training.study --out docs/results --results-md docs/results.md` "
+         f"(measured here: {r['timings']['total_s'] / 60:.1f} minutes on this 2-core machine, shared with other work).", "",
+         "## Setup", "",
+         f"- {d['users']} synthetic users over {st['days']} days; {d['labelled_users']} answered the questionnaire "
+         f"({d['labelled_windows']} labelled windows), {d['unlabelled_users']} did not (the pseudolabel pool).",
+         f"- Splits by user, never by row: {d['split_users']['train']} train, {d['split_users']['val']} validation, "
+         f"{d['split_users']['test']} held-out test users.",
+         f"- Backbone: all-MiniLM-L6-v2 (22M parameters) with a one-output regression head, token budget "
+         f"{tr['token_budget']}, {tr['epochs']} epochs, Huber loss on standardised totals, early stopping on validation MAE; "
+         f"embeddings and the lower three layers frozen ({', '.join(tr['freeze'])}) to fit the CPU budget.",
+         f"- Students: round 0 trains on real labels only; each later round labels the unlabelled users whose "
+         f"MC-dropout ensemble ({st['passes']} passes) agrees within {st['max_std']} points (std), and retrains from the "
+         f"base model on real plus pseudolabels (pseudolabel weight {tr['provenance_weights']['student']}); {st['rounds']} rounds.",
+         "- Teacher: **no LLM is available on this machine**, so the teacher path ran against a rule-based stand-in "
+         "served over the same OpenAI-compatible protocol (`training/stand_in_teacher.py`). It reads the generator's own "
+         "phrase banks, so its row below is a plumbing check and an upper bound, not a measure of any LLM teacher.", "",
+         "## What a 256-token encoder sees of a 14-day window", "",
+         f"Rendered with serving's renderer and MiniLM's tokenizer, the median held-out window is "
+         f"{cov['median_window_tokens']} tokens (max {cov['max_window_tokens']}); a {cov['token_budget']}-token budget keeps "
+         f"{cov['share_of_turns_seen']:.0%} of the turns (the newest ones) and touches {cov['share_of_sessions_touched']:.0%} "
+         "of the sessions. The encoder mostly reads the last session or two: symptoms a user mentioned only earlier in "
+         "the two weeks are invisible to it, which a long-context decoder (the GPU path, LoRA) is meant to fix.", "",
+         "## The final model on held-out users", "",
+         f"{fe['n']} labels of {fe['counts']['n_users']} held-out users; 95% intervals: percentile bootstrap over users.", "",
+         "| MAE | RMSE | Pearson r | Spearman rho | AUC (PHQ-9 >= 10) |", "| --- | --- | --- | --- | --- |",
+         "| " + " | ".join(_f(fe[k], fe["ci95"][k]) for k in ("mae", "rmse", "pearson_r", "spearman_rho", "auc_10")) + " |", "",
+         f"![predicted vs true (synthetic)]({figs}/eval/scatter.png) ![ROC (synthetic)]({figs}/eval/roc.png)", "",
+         f"![AUC by threshold (synthetic)]({figs}/eval/auc_by_threshold.png) ![calibration (synthetic)]({figs}/eval/calibration.png)", "",
+         f"Full report with error by severity band and AUC at every threshold 3..24: [{figs}/eval/report.md]({figs}/eval/report.md).", "",
+         "## Student rounds", "", "| round | real | pseudo | validation MAE | test MAE | test AUC (>= 10) | kept for next round | train s |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in r["students"]:
+        kept = f"{row['next_round_kept']} of {row['next_round_candidates']}" if "next_round_kept" in row else "-"
+        L.append(f"| {row['round']} | {row['n_real']} | {row['n_pseudo']} | {_f(row['best_val_mae'])} | {_f(row.get('mae'))} "
+                 f"| {_f(row.get('auc_10'))} | {kept} | {row['train_seconds']:.0f} |")
+    L += ["", "## Reviewers' analysis 1: pseudolabel quality against real labels", "",
+          "On the held-out real-labelled users (at their survey dates): each source's label against the questionnaire.", "",
+          "| source | n | MAE | RMSE | Pearson r | AUC (>= 10) |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, q in r["pseudolabel_quality"].items():
+        ci = q.get("ci95") or {}
+        L.append(f"| {name} | {q['n']} | {_f(q.get('mae'), ci.get('mae'))} | {_f(q.get('rmse'), ci.get('rmse'))} "
+                 f"| {_f(q.get('pearson_r'), ci.get('pearson_r'))} | {_f(q.get('auc_10'), ci.get('auc_10'))} |")
+    ab = r["ablation"]
+    L += ["", f"![pseudolabel AUC by threshold (synthetic)]({figs}/pseudolabels/pseudolabel_auc_by_threshold.png)", "",
+          "## Reviewers' analysis 2: ablation, real labels only vs real plus pseudolabels", "",
+          f"The same backbone and settings, the same {ab['n_users']} test users ({ab['n']} labels).", "",
+          "| arm | MAE | RMSE | Pearson r | AUC (>= 10) |", "| --- | --- | --- | --- | --- |"]
+    for name, m in ab["arms"].items():
+        L.append(f"| {name} | " + " | ".join(_f(m[k], m["ci95"][k]) for k in ("mae", "rmse", "pearson_r", "auc_10")) + " |")
+    df = ab["difference"]
+    L += ["", f"Paired bootstrap over users ({df['of']}): MAE {_f(df['mae']['point'], df['mae']['ci95'])}, "
+          f"AUC (>= 10) {_f(df['auc_10']['point'], df['auc_10']['ci95'])}. An interval that spans 0 is no evidence either way.", "",
+          f"![ablation AUC by threshold (synthetic)]({figs}/ablation/ablation_auc_by_threshold.png)", "",
+          "## Timings (this 2-core machine, shared)", "",
+          "| step | seconds |", "| --- | --- |"]
+    L += [f"| {k[:-2]} | {v} |" for k, v in r["timings"].items()]
+    L += ["", "## GPU: LoRA fine-tune of a Qwen3-architecture model", "",
+          "**Not run: no GPU was lent in this session.** `benchmarks/gpu_lora.py` is ready: a random-initialised "
+          "Qwen3-0.6B-shape regressor (0.60B parameters), LoRA r=16 on every linear layer, bf16 autocast, gradient "
+          "checkpointing, 300 steps of 8x2 windows at a 2048-token budget, recording tokens/s and peak GPU memory to "
+          "`gpu_lora.json`: `python benchmarks/gpu_lora.py --out bench-out`. Smoke-tested here on CPU with `--tiny`.", ""]
+    return "\n".join(L)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.study", description=__doc__)
     p.add_argument("--out", default="docs/results")
+    p.add_argument("--work", default=None, help="working directory (default: a new temporary one)")
+    p.add_argument("--results-md", default=None, help="also write this Markdown page (e.g. docs/results.md)")
+    p.add_argument("--from-json", action="store_true", help="only rewrite --results-md from OUT/study.json")
     args = p.parse_args(argv)
-    result = run(Path(args.out))
+    out = Path(args.out)
+    if args.from_json:
+        result = json.loads((out / "study.json").read_text())
+    else:
+        result = run(out, Path(args.work) if args.work else None)
+    if args.results_md:
+        md = Path(args.results_md)
+        figs = os.path.relpath(out, md.parent)
+        md.write_text(results_markdown(result, figs))
     print(json.dumps({k: result[k] for k in ("data", "window_coverage", "timings")}, indent=2))
     for row in result["students"]:
         print(json.dumps({k: row.get(k) for k in ("round", "n_pseudo", "best_val_mae", "mae", "auc_10", "next_round_kept")}))
