@@ -189,7 +189,7 @@ def run_model(name: str, args, peak_flops: float, deadline: float, results: list
     model = build_model(name)
     log(f"{name}: built in {time.perf_counter() - t0:.1f}s, {non_embedding_params(model) / 1e9:.2f}B non-embedding params")
     meta = ModelMeta(model_version=f"bench-{name}", backbone="decoder", token_budget=16384)
-    fast = TransformersBackend.from_model(model, meta, device=DEVICE, batch_tokens=args.batch_tokens, max_padding=args.max_padding, solo_min_tokens=args.solo_min_tokens)
+    fast = TransformersBackend.from_model(model, meta, device=DEVICE, batch_tokens=args.batch_tokens, max_padding=args.max_padding, solo_min_tokens=args.solo_min_tokens or None)
     masked = TransformersBackend.from_model(model, meta, device=DEVICE, batch_tokens=args.batch_tokens, mask_free=False)
     iters = 2 if name == "32b" else 3
     plan = [(f"equal {seq}", lambda seq=seq: equal_length(name, model, fast, seq, args.batch_tokens, iters)) for seq in args.seq]
@@ -241,7 +241,7 @@ def main() -> int:
     parser.add_argument("--models", default="0.6b,1.7b,8b,32b", help="comma-separated of " + ",".join(SHAPES))
     parser.add_argument("--batch-tokens", type=int, default=32768, help="tokens per forward pass (padding included)")
     parser.add_argument("--max-padding", type=float, default=0.1, help="the batcher's per-request padding bound")
-    parser.add_argument("--solo-min-tokens", type=int, default=None, help="transcripts this long run alone")
+    parser.add_argument("--solo-min-tokens", type=int, default=8192, help="transcripts this long run alone (0: never)")
     parser.add_argument("--mix", type=int, default=96, help="transcripts in the mix")
     parser.add_argument("--mix-32b", type=int, default=32, help="transcripts in the 32B's mix (time)")
     parser.add_argument("--seed", type=int, default=0)

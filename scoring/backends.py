@@ -16,6 +16,8 @@ from scoring.render import Rendered
 # Tokens per forward pass (padding included). Bounded by activation memory, not by the model.
 CPU_BATCH_TOKENS = 8192
 GPU_BATCH_TOKENS = 32768
+# Transcripts this long run alone: no padding at all, and one of them alone fills a GPU's matmuls.
+SOLO_MIN_TOKENS = 8192
 
 
 class Backend:
@@ -47,7 +49,7 @@ class TransformersBackend(Backend):
 
     name = "transformers"
 
-    def __init__(self, model_dir: str | Path, *, device: str | None = None, dtype=None, batch_tokens: int | None = None, solo_min_tokens: int | None = None, max_padding: float | None = 0.1):
+    def __init__(self, model_dir: str | Path, *, device: str | None = None, dtype=None, batch_tokens: int | None = None, solo_min_tokens: int | None = SOLO_MIN_TOKENS, max_padding: float | None = 0.1):
         import torch
 
         device = device or ("cuda" if _cuda_available() else "cpu")
@@ -59,7 +61,7 @@ class TransformersBackend(Backend):
         self.path = loaded.path
 
     @classmethod
-    def from_model(cls, model, meta: ModelMeta, *, tokenizer=None, device: str = "cuda", batch_tokens: int | None = None, solo_min_tokens: int | None = None, max_padding: float | None = 0.1, mask_free: bool | None = None) -> TransformersBackend:
+    def from_model(cls, model, meta: ModelMeta, *, tokenizer=None, device: str = "cuda", batch_tokens: int | None = None, solo_min_tokens: int | None = SOLO_MIN_TOKENS, max_padding: float | None = 0.1, mask_free: bool | None = None) -> TransformersBackend:
         """A backend around a model already in memory (benchmarks; nothing read from disk)."""
         self = cls.__new__(cls)
         self._attach(model, tokenizer, meta, device, batch_tokens, solo_min_tokens, max_padding)
