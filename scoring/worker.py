@@ -157,6 +157,7 @@ class ScoringWorker:
         self.paused = False
         self.running = True
         self.failure: BaseException | None = None
+        self.to_commit: dict[tuple[int, int], int] = {}  # (partition, generation) -> next offset, from rounds
         self.erasures = ErasureLog(settings)
         self.erasures.catch_up()
         self.consumer = Consumer({
@@ -168,6 +169,7 @@ class ScoringWorker:
             "max.poll.interval.ms": settings.worker_max_poll_interval_ms,
             "session.timeout.ms": min(settings.session_timeout_ms, settings.worker_max_poll_interval_ms),
             "log_level": 3,
+            "on_commit": _on_commit,
         })
         self.producer = Producer(self._producer_config())
 
@@ -192,6 +194,7 @@ class ScoringWorker:
                 msg = self.consumer.poll(0.1)
                 if msg is not None:
                     self._receive(msg)
+                self._commit_offsets()
                 self.erasures.poll_new()
                 self._backpressure()
                 _sample_lag(self.consumer)
@@ -200,6 +203,7 @@ class ScoringWorker:
             with self.cond:
                 self.cond.notify_all()
             scorer_thread.join(timeout=120)
+            self._commit_offsets(asynchronous=False)
             self.consumer.close()
             self.erasures.close()
             log.info("scoring worker stopped")
@@ -295,7 +299,7 @@ class ScoringWorker:
            (request_id, model_version) and (score_id, kind). Retried with backoff while Postgres is down.
         3. Produce every row of step 2 (new or found there) to phq9.scores and its change events to
            phq9.alerts, and wait until the broker has them all.
-        4. Commit the round's offsets.
+        4. Commit the round's offsets (handed to the poll thread, the consumer's only user).
         A crash before 4 redelivers the round: step 2 finds its rows and writes nothing twice; step 3
         publishes them again, identical (same `id`), so topic readers dedupe on `id`. Requests consumed
         before a rebalance are left out of 3 and 4: the partitions' owner gets them again.
@@ -351,17 +355,22 @@ class ScoringWorker:
                 self.producer.produce(self.alerts_topic, key=key, value=to_json(change))
         if self.producer.flush(60) > 0:
             raise RuntimeError("outputs not acknowledged by the broker within 60s; a restart redoes the round")
-        offsets: dict[int, int] = {}
-        for item in live:
-            offsets[item.partition] = max(offsets.get(item.partition, 0), item.offset + 1)
-        if offsets and live[0].generation == self.generation:
-            tps = [TopicPartition(self.source, p, o) for p, o in offsets.items()]
-            try:
-                failed = [tp for tp in self.consumer.commit(offsets=tps, asynchronous=False) or [] if tp.error]
-            except KafkaException as exc:
-                failed = [exc.args[0]]
-            if failed:  # revoked meanwhile: the new owner redoes these (idempotently)
-                log.warning("offset commit failed; the requests will be redelivered", extra={"error": str(failed)})
+        with self.cond:  # step 4 happens on the poll thread, the consumer's only user
+            for item in live:
+                key = (item.partition, item.generation)
+                self.to_commit[key] = max(self.to_commit.get(key, 0), item.offset + 1)
+
+    def _commit_offsets(self, asynchronous: bool = True) -> None:
+        """Commit what rounds finished (poll thread); offsets of an older generation are not ours to commit."""
+        with self.cond:
+            due, self.to_commit = self.to_commit, {}
+        tps = [TopicPartition(self.source, p, o) for (p, gen), o in due.items() if gen == self.generation]
+        if not tps:
+            return
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=asynchronous)
+        except KafkaException as exc:  # revoked meanwhile: the new owner redoes these (idempotently)
+            log.warning("offset commit failed; the requests will be redelivered", extra={"error": str(exc.args[0])})
 
     def stop(self, *_args) -> None:
         self.running = False
@@ -374,6 +383,13 @@ def _unique_rows(stored: list[tuple[dict, list[dict]]], request_ids: set[str]):
         if row["request_id"] in request_ids and row["id"] not in seen:
             seen.add(row["id"])
             yield row, changes
+
+
+def _on_commit(err, partitions) -> None:
+    failed = [tp.partition for tp in partitions or [] if tp.error]
+    if err is not None or failed:
+        log.warning("offset commit failed; those requests may be redelivered (idempotent)",
+                    extra={"error": str(err), "partitions": failed})
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:
