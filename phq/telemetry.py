@@ -12,6 +12,7 @@ import time
 
 from prometheus_client import start_http_server
 
+KAFKA_LOG = logging.getLogger("phq.kafka")  # librdkafka's own log lines, passed to clients as "logger"
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
 
 

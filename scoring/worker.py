@@ -19,7 +19,13 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -30,7 +36,7 @@ from phq.db import engine as make_engine
 from phq.erasures import ErasureLog
 from phq.models import ScoringRequest
 from phq.settings import Settings
-from phq.telemetry import serve_metrics, setup_logging
+from phq.telemetry import KAFKA_LOG, serve_metrics, setup_logging
 
 log = logging.getLogger("phq.score_worker")
 
@@ -169,6 +175,7 @@ class ScoringWorker:
             "max.poll.interval.ms": settings.worker_max_poll_interval_ms,
             "session.timeout.ms": min(settings.session_timeout_ms, settings.worker_max_poll_interval_ms),
             "log_level": 3,
+            "logger": KAFKA_LOG,
             "on_commit": _on_commit,
         })
         self.producer = Producer(self._producer_config())
@@ -177,8 +184,10 @@ class ScoringWorker:
         return {
             "bootstrap.servers": self.settings.kafka(),
             "enable.idempotence": True,  # no duplicates from the producer's own retries
+            "message.timeout.ms": 120000,  # past a broker restart; then step 3 sends again
             "linger.ms": 5,
             "log_level": 3,
+            "logger": KAFKA_LOG,
         }
 
     # ---------------------------------------------------------------- poll thread
@@ -348,17 +357,33 @@ class ScoringWorker:
         if len(live) < len(items):
             log.info("requests left to redelivery after a rebalance", extra={"n": len(items) - len(live)})
         live_ids = {item.request.request_id for item in live if item.request is not None}
-        for row, changes in _unique_rows(stored, live_ids):
-            key = row["user_id"].encode()
-            self.producer.produce(self.scores_topic, key=key, value=to_json(row))
-            for change in changes:
-                self.producer.produce(self.alerts_topic, key=key, value=to_json(change))
-        if self.producer.flush(60) > 0:
-            raise RuntimeError("outputs not acknowledged by the broker within 60s; a restart redoes the round")
+        self._produce_outputs(list(_unique_rows(stored, live_ids)))
         with self.cond:  # step 4 happens on the poll thread, the consumer's only user
             for item in live:
                 key = (item.partition, item.generation)
                 self.to_commit[key] = max(self.to_commit.get(key, 0), item.offset + 1)
+
+    def _produce_outputs(self, rows: list[tuple[dict, list[dict]]]) -> None:
+        """Step 3: every row and change event acknowledged by the broker (re-sent, identical, on failure)."""
+        failed: list = []
+
+        def on_delivery(err, _msg):
+            if err is not None:
+                failed.append(err)
+
+        for attempt in range(1000):
+            failed.clear()
+            for row, changes in rows:
+                key = row["user_id"].encode()
+                self.producer.produce(self.scores_topic, key=key, value=to_json(row), on_delivery=on_delivery)
+                for change in changes:
+                    self.producer.produce(self.alerts_topic, key=key, value=to_json(change), on_delivery=on_delivery)
+            while self.producer.flush(5) > 0:
+                log.warning("outputs not acknowledged yet; waiting for the broker")
+            if not failed:
+                return
+            log.warning("outputs failed; sending them again", extra={"error": str(failed[0]), "attempt": attempt})
+            time.sleep(min(5.0, 0.5 * (attempt + 1)))
 
     def _commit_offsets(self, asynchronous: bool = True) -> None:
         """Commit what rounds finished (poll thread); offsets of an older generation are not ours to commit."""

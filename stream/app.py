@@ -15,14 +15,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from phq import topics
 from phq.erasures import ErasureLog
 from phq.events import InvalidEvent, parse_event
 from phq.settings import Settings
 from phq.slots import claim_slot, transactional_id
-from phq.telemetry import serve_metrics, setup_logging
+from phq.telemetry import KAFKA_LOG, serve_metrics, setup_logging
 from phq.txn import commit_transaction
 from stream import metrics
 from stream.changelog import changelog_topic, ensure_changelog, restore
@@ -78,6 +84,7 @@ class StreamProcessor:
             "message.max.bytes": 2 * 1024 * 1024,
             "compression.type": "lz4",
             "log_level": 3,
+            "logger": KAFKA_LOG,
         }
 
     def _consumer_config(self) -> dict:
@@ -90,6 +97,7 @@ class StreamProcessor:
             "max.poll.interval.ms": 300000,
             "session.timeout.ms": self.settings.session_timeout_ms,
             "log_level": 3,
+            "logger": KAFKA_LOG,
         }
 
     def start(self) -> None:
@@ -157,8 +165,8 @@ class StreamProcessor:
             return
         batch = Batch()
         started = time.monotonic()
-        self.producer.begin_transaction()
         try:
+            self.producer.begin_transaction()
             for msg in msgs:
                 self._handle(msg, batch)
             if idle_due:
@@ -287,16 +295,25 @@ class StreamProcessor:
         metrics.ABORTS.inc()
 
     def _recover_producer(self, err) -> None:
-        """Abort the open transaction; when the producer is beyond that (fenced), start a new one."""
-        if not err.fatal():
+        """Abort the open transaction (retrying while the broker is away); when the producer is beyond
+        that (fenced, or the broker never answers), start a new one with the same transactional.id."""
+        for attempt in range(10):
+            if err.fatal():
+                break
             try:
                 self.producer.abort_transaction(self._kafka_timeout_s() * 2)
                 return
             except KafkaException as again:
-                if not again.args[0].fatal():
-                    raise
-        self.producer = Producer(self._producer_config())
-        self.producer.init_transactions(60)  # same transactional.id: fences whatever was left open
+                err = again.args[0]
+                time.sleep(min(5.0, 0.5 * (attempt + 1)))
+        while self.running:
+            try:
+                self.producer = Producer(self._producer_config())
+                self.producer.init_transactions(60)  # fences and aborts whatever was left open
+                return
+            except KafkaException as again:
+                log.warning("cannot start a transactional producer; retrying", extra={"error": str(again.args[0])})
+                time.sleep(2)
 
     def stop(self, *_args) -> None:
         self.running = False

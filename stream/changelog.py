@@ -12,6 +12,7 @@ from confluent_kafka.admin import NewTopic
 from phq import topics
 from phq.kafka_admin import DAY_MS, admin
 from phq.settings import Settings
+from phq.telemetry import KAFKA_LOG
 from stream.store import PartitionStore
 
 log = logging.getLogger("phq.stream.changelog")
@@ -54,6 +55,7 @@ def restore(settings: Settings, topic: str, store: PartitionStore, chunk: int = 
         "enable.partition.eof": True,
         "isolation.level": "read_committed",
         "log_level": 3,
+        "logger": KAFKA_LOG,
     })
     try:
         tp = TopicPartition(topic, store.partition)

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -215,9 +216,8 @@ class HashScorer:
     def score_rendered(self, rendered):
         import hashlib
 
-        from scoring.engine import ScoreOutput
-
         from phq.models import severity
+        from scoring.engine import ScoreOutput
 
         if self.delay_s:
             time.sleep(self.delay_s)
@@ -236,11 +236,12 @@ def hash_scorer(settings):
     return HashScorer(delay_s=float(os.environ.get("PHQ_TEST_SCORER_DELAY_S", "0")))
 
 
-def expected_changes(db_url: str, settings: Settings) -> set[tuple[str, str]]:
+def expected_changes(db_url: str, settings: Settings, user_prefix: str) -> set[tuple[str, str]]:
     """(request_id, kind) of every change event the rules imply for the stored scores, in scored_at order."""
     from phq.changes import detect_changes
 
-    rows = db_rows(db_url, "SELECT user_id, scored_at, request_id, score FROM phq9_scores ORDER BY user_id, scored_at, request_id")
+    rows = db_rows(db_url, "SELECT user_id || '/' || model_version, scored_at, request_id, score FROM phq9_scores "
+                           "WHERE user_id LIKE %s ORDER BY 1, scored_at, request_id", (user_prefix + "%",))
     out, previous = set(), {}
     for user, _, rid, score in rows:
         if user in previous:
@@ -251,6 +252,54 @@ def expected_changes(db_url: str, settings: Settings) -> set[tuple[str, str]]:
     return out
 
 
-def stored_changes(db_url: str) -> list[tuple[str, str]]:
+def stored_changes(db_url: str, user_prefix: str) -> list[tuple[str, str]]:
     return [tuple(r) for r in db_rows(db_url, "SELECT s.request_id, c.kind FROM symptom_change_events c "
-                                              "JOIN phq9_scores s ON s.id = c.score_id")]
+                                              "JOIN phq9_scores s ON s.id = c.score_id WHERE c.user_id LIKE %s",
+                                      (user_prefix + "%",))]
+
+
+# ------------------------------------------------------------------------------ crash and scale-out runs
+
+
+class Replay(threading.Thread):
+    """Produces events at a steady pace in the background, as live traffic arrives."""
+
+    def __init__(self, settings, events: list[dict], seconds: float, chunks: int = 40):
+        super().__init__(daemon=True)
+        self.settings, self.events, self.seconds, self.chunks = settings, events, seconds, chunks
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            size = -(-len(self.events) // self.chunks)
+            for i in range(0, len(self.events), size):
+                produce(self.settings, self.events[i:i + size])
+                time.sleep(self.seconds / self.chunks)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def crash_env(phq_env, tmp_path, **extra):
+    """Short transaction and session timeouts, so a killed member's partitions move on within seconds."""
+    return pipeline_env(phq_env, tmp_path, PHQ_WORKER_SCORER="test_pipeline_support:hash_scorer",
+                        PHQ_STREAM_TRANSACTION_TIMEOUT_MS=6000, PHQ_SESSION_TIMEOUT_MS=6000, **extra)
+
+
+def assert_whole_transcripts(db_url: str, user_prefix: str, user_turns_per_session: int) -> None:
+    """Session s's window holds the user turns of the user's sessions 0..s: no transcript state was lost."""
+    for session_id, n_user_turns in db_rows(db_url, "SELECT trigger_session_id, n_user_turns FROM phq9_scores "
+                                                    "WHERE user_id LIKE %s", (user_prefix + "%",)):
+        assert n_user_turns == user_turns_per_session * (int(session_id.rsplit("-s", 1)[1]) + 1), session_id
+
+
+def assert_published_once_by_id(settings, topic: str, expected: set, field: str | None) -> None:
+    """Every row on the topic; a redelivered round may publish a row again, but only identical (same id)."""
+    by_id: dict[int, set[bytes]] = {}
+    for msg in read_topic(settings, topic):
+        by_id.setdefault(json.loads(msg.value())["id"], set()).add(msg.value())
+    assert all(len(copies) == 1 for copies in by_id.values()), "copies of a row are identical"
+    rows = [json.loads(next(iter(copies))) for copies in by_id.values()]
+    if field:
+        assert {row[field] for row in rows} == expected
+    else:
+        assert len(rows) == len(expected)
