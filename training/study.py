@@ -138,6 +138,9 @@ def window_coverage(examples, token_budget: int) -> dict:
             "share_of_turns_seen": kept_turns / max(all_turns, 1), "share_of_sessions_touched": sessions_kept / max(sessions_all, 1)}
 
 
+HAND_WRITTEN = "<!-- hand-written below this line; `python -m training.study --results-md` keeps it -->"
+
+
 def _f(v, ci=None, digits=2) -> str:
     if v is None:
         return "n/a"
@@ -182,14 +185,16 @@ def results_markdown(r: dict, figs: str) -> str:
          f"![predicted vs true (synthetic)]({figs}/eval/scatter.png) ![ROC (synthetic)]({figs}/eval/roc.png)", "",
          f"![AUC by threshold (synthetic)]({figs}/eval/auc_by_threshold.png) ![calibration (synthetic)]({figs}/eval/calibration.png)", "",
          f"Full report with error by severity band and AUC at every threshold 3..24: [{figs}/eval/report.md]({figs}/eval/report.md).", "",
-         "## Student rounds", "", "| round | real | pseudo | validation MAE | test MAE | test AUC (>= 10) | kept for next round | train s |",
+         "## Student rounds", "", "| round | real windows | pseudo windows | validation MAE | test MAE | test AUC (>= 10) | kept for next round | train s |",
          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in r["students"]:
         kept = f"{row['next_round_kept']} of {row['next_round_candidates']}" if "next_round_kept" in row else "-"
         L.append(f"| {row['round']} | {row['n_real']} | {row['n_pseudo']} | {_f(row['best_val_mae'])} | {_f(row.get('mae'))} "
                  f"| {_f(row.get('auc_10'))} | {kept} | {row['train_seconds']:.0f} |")
     L += ["", "## Reviewers' analysis 1: pseudolabel quality against real labels", "",
-          "On the held-out real-labelled users (at their survey dates): each source's label against the questionnaire.", "",
+          "On the held-out real-labelled users (at their survey dates): each source's label against the questionnaire. "
+          "A student round's row is its model labelling these users, the same model that labelled the unlabelled pool; "
+          "the pool itself has no questionnaire to check against.", "",
           "| source | n | MAE | RMSE | Pearson r | AUC (>= 10) |", "| --- | --- | --- | --- | --- | --- |"]
     for name, q in r["pseudolabel_quality"].items():
         ci = q.get("ci95") or {}
@@ -204,7 +209,10 @@ def results_markdown(r: dict, figs: str) -> str:
         L.append(f"| {name} | " + " | ".join(_f(m[k], m["ci95"][k]) for k in ("mae", "rmse", "pearson_r", "auc_10")) + " |")
     df = ab["difference"]
     L += ["", f"Paired bootstrap over users ({df['of']}): MAE {_f(df['mae']['point'], df['mae']['ci95'])}, "
-          f"AUC (>= 10) {_f(df['auc_10']['point'], df['auc_10']['ci95'])}. An interval that spans 0 is no evidence either way.", "",
+          f"AUC (>= 10) {_f(df['auc_10']['point'], df['auc_10']['ci95'])}. An interval that spans 0 is no evidence either way. "
+          "Caveat: each arm runs the same epochs over its own training set, so the pseudolabel arm also takes about "
+          "twice the optimiser steps; on this small synthetic set part of its gain may be more training rather than "
+          "better labels.", "",
           f"![ablation AUC by threshold (synthetic)]({figs}/ablation/ablation_auc_by_threshold.png)", "",
           "## Timings (this 2-core machine, shared)", "",
           "| step | seconds |", "| --- | --- |"]
@@ -232,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.results_md:
         md = Path(args.results_md)
         figs = os.path.relpath(out, md.parent)
-        md.write_text(results_markdown(result, figs))
+        kept = ""  # a hand-written part below the marker survives regeneration
+        if md.exists() and HAND_WRITTEN in md.read_text():
+            kept = md.read_text().split(HAND_WRITTEN, 1)[1]
+        md.write_text(results_markdown(result, figs) + "\n" + HAND_WRITTEN + kept)
     print(json.dumps({k: result[k] for k in ("data", "window_coverage", "timings")}, indent=2))
     for row in result["students"]:
         print(json.dumps({k: row.get(k) for k in ("round", "n_pseudo", "best_val_mae", "mae", "auc_10", "next_round_kept")}))
