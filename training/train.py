@@ -399,7 +399,8 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"phq train: {exc}", file=sys.stderr)
         return 1
-    gt, empty = labelled_examples(turns, labels, cfg["window_days"])
+    pseudo += [lab for lab in labels if lab.provenance != "gt"]  # only real labels pick val/test users
+    gt, empty = labelled_examples(turns, [lab for lab in labels if lab.provenance == "gt"], cfg["window_days"])
     split = split_users([e.user_id for e in gt], cfg["seed"], cfg["val_frac"], cfg["test_frac"])
     held_out = split["val"] | split["test"]
     extra, _ = labelled_examples(turns, [lab for lab in pseudo if lab.user_id not in held_out], cfg["window_days"])
