@@ -47,7 +47,7 @@ ROUND_SIZE = Histogram("phq_worker_round_requests", "Requests per scoring round"
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 TOKEN_FILL = Histogram("phq_worker_round_token_fill", "Tokens of a round as a share of PHQ_BATCH_TOKEN_BUDGET",
                        buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5))
-SCORING_SECONDS = Histogram("phq_worker_scoring_seconds", "Model time per round (render and forward)")
+SCORING_SECONDS = Histogram("phq_worker_scoring_seconds", "Model time per round (forward passes)")
 END_TO_ROW_SECONDS = Histogram("phq_worker_request_to_row_seconds",
                                "From the stream processor emitting a request (its session's end) to the committed row",
                                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
@@ -69,6 +69,7 @@ class Item:
     offset: int
     request: ScoringRequest | None  # None: nothing to score (malformed or erased); only its offset counts
     generation: int = 0  # the rebalance generation it was consumed in
+    rendered: object = None  # the model input, once the scoring thread has rendered it
 
 
 # ------------------------------------------------------------------------------------ Postgres
@@ -278,27 +279,37 @@ class ScoringWorker:
             log.exception("scoring thread failed")
 
     def _take_round(self) -> list[Item]:
-        """A prefix of the inbox: up to the token budget, or what came within PHQ_BATCH_MAX_WAIT_MS of the first."""
+        """A prefix of the inbox, rendered: up to PHQ_BATCH_TOKEN_BUDGET real tokens, or whatever came
+        within PHQ_BATCH_MAX_WAIT_MS of the first request (so a lone request never waits longer)."""
         with self.cond:
             if not self.inbox:
                 self.cond.wait(0.2)
                 if not self.inbox:
                     return []
-            deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
-            while self.running and self._round_tokens() < self.settings.batch_token_budget:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.cond.wait(left)
-            items, tokens = [], 0
-            while self.inbox and (not items or tokens < self.settings.batch_token_budget):
+        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        items, tokens = [], 0
+        while self.running:
+            with self.cond:
+                if not self.inbox:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.cond.wait(left)
+                    continue
                 item = self.inbox.popleft()
-                items.append(item)
-                tokens += _estimate_tokens(item)
-            return items
+            n = self._render(item)
+            if items and tokens + n > self.settings.batch_token_budget:
+                with self.cond:
+                    self.inbox.appendleft(item)  # opens the next round, already rendered
+                break
+            items.append(item)
+            tokens += n
+        return items
 
-    def _round_tokens(self) -> int:
-        return sum(_estimate_tokens(item) for item in self.inbox)
+    def _render(self, item: Item) -> int:
+        if item.request is not None and item.rendered is None:
+            item.rendered = self.scorer.render([item.request.turns])[0]
+        return item.rendered.n_tokens if item.rendered is not None else 0
 
     def run_round(self, items: list[Item]) -> None:
         """One round: consumption at least once, effects exactly once. The order, which recovery relies on:
@@ -313,8 +324,9 @@ class ScoringWorker:
         publishes them again, identical (same `id`), so topic readers dedupe on `id`. Requests consumed
         before a rebalance are left out of 3 and 4: the partitions' owner gets them again.
         """
-        requests = [item.request for item in items if item.request is not None]
-        outputs = self._score(requests)
+        scored = [item for item in items if item.request is not None]
+        requests = [item.request for item in scored]
+        outputs = self._score([item.rendered for item in scored])
         rows = [score_row(r, o, self.scorer.model_version) for r, o in zip(requests, outputs)]
         stored = self._store(rows) if rows else []
         self._publish(stored, items)
@@ -326,14 +338,13 @@ class ScoringWorker:
         with self.cond:
             IN_FLIGHT.set(len(self.inbox))
 
-    def _score(self, requests: list[ScoringRequest]) -> list:
-        if not requests:
+    def _score(self, rendered: list) -> list:
+        if not rendered:
             return []
         started = time.monotonic()
-        rendered = self.scorer.render([r.turns for r in requests])
         outputs = self.scorer.score_rendered(rendered)
         SCORING_SECONDS.observe(time.monotonic() - started)
-        ROUND_SIZE.observe(len(requests))
+        ROUND_SIZE.observe(len(rendered))
         TOKEN_FILL.observe(sum(o.n_tokens for o in outputs) / self.settings.batch_token_budget)
         return outputs
 
@@ -421,13 +432,6 @@ def _is_connection_error(exc: DBAPIError) -> bool:
     import psycopg
 
     return isinstance(exc.orig, (psycopg.OperationalError, psycopg.InterfaceError))
-
-
-def _estimate_tokens(item: Item) -> int:
-    """Rough tokens of a request (about 4 bytes each) to size a round before rendering it."""
-    if item.request is None:
-        return 0
-    return 16 + sum(len(t.text) for t in item.request.turns) // 4
 
 
 _next_lag_sample = 0.0

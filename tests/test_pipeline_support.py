@@ -211,7 +211,9 @@ class HashScorer:
         self.delay_s = delay_s
 
     def render(self, windows):
-        return [list(turns) for turns in windows]
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(turns=list(t), n_tokens=sum(len(x.text) for x in t) // 4) for t in windows]
 
     def score_rendered(self, rendered):
         import hashlib
@@ -222,7 +224,7 @@ class HashScorer:
         if self.delay_s:
             time.sleep(self.delay_s)
         out = []
-        for turns in rendered:
+        for turns in (r.turns for r in rendered):
             digest = hashlib.sha256("|".join(f"{t.session_id}/{t.turn}" for t in turns).encode()).digest()
             score = round(digest[0] / 255 * 27, 2)
             out.append(ScoreOutput(score=score, severity=severity(score), n_tokens=sum(len(t.text) for t in turns) // 4,
