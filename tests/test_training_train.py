@@ -117,3 +117,10 @@ def test_the_command_trains_and_evaluates_its_test_users(data, tmp_path, capsys)
                     "--labels", str(data["dir"] / "labels.csv"), "--out", str(tmp_path / "ev"), "--bootstrap", "50"])
     assert rc == 0 and json.loads((tmp_path / "ev" / "metrics.json").read_text())["n"] > 0
     assert (tmp_path / "ev" / "predictions.csv").exists()
+
+
+def test_a_time_limit_ends_the_run_inside_an_epoch_and_keeps_a_model(data, tmp_path):
+    r = train({**FAST, "epochs": 5, "max_minutes": 1e-6, "base_model": str(data["encoder"]), "install": False},
+              data["train"], data["val"], tmp_path / "run", log=lambda _: None)
+    assert r["stop_reason"] == "time limit" and r["epochs_run"] == 1
+    assert (tmp_path / "run" / "model" / "phq.json").exists()

@@ -16,7 +16,7 @@ DEMO = dict(
     start=datetime(2026, 1, 1, tzinfo=timezone.utc),  # fixed, so the demo model is the same everywhere
     train=dict(base_model="minilm", epochs=4, batch_size=16, token_budget=256, lr=1.5e-4, head_lr=2e-3,
                freeze=["embeddings", "layer.0.", "layer.1.", "layer.2."],  # the top half learns: half the CPU time
-               max_minutes=3.0, val_frac=0.1, test_frac=0.0, name="demo-minilm"),
+               max_minutes=2.5, val_frac=0.1, test_frac=0.0, name="demo-minilm"),
 )
 
 

@@ -272,6 +272,7 @@ def train(cfg: dict, train_ex: list, val_ex: list, run_dir: str | Path, log=prin
 
     # 4. the loop: one epoch = a shuffled pass with gradient accumulation, then validation MAE
     started = time.monotonic()
+    deadline = started + cfg["max_minutes"] * 60 if cfg["max_minutes"] else math.inf
     gen = random.Random(cfg["seed"])
     for _ in range(start_epoch):
         gen.shuffle(list(range(len(train_ex))))  # keep the shuffle sequence of an uninterrupted run
@@ -300,6 +301,9 @@ def train(cfg: dict, train_ex: list, val_ex: list, run_dir: str | Path, log=prin
             seen += len(idx)
             bar.update(len(idx))
             bar.set_postfix(loss=f"{running / seen:.4f}")
+            if time.monotonic() > deadline:  # a slow machine: end this epoch early, validate, stop
+                stop_reason = "time limit"
+                break
         bar.close()
         val_pred = predict(model, tokenizer, meta, val_ex, ids=val_ids) if val_ex else []
         val_mae = mae(_arr([e.total for e in val_ex]), _arr(val_pred)) if val_ex else running / seen
@@ -316,7 +320,7 @@ def train(cfg: dict, train_ex: list, val_ex: list, run_dir: str | Path, log=prin
                     "best": best, "history": history, "bad_epochs": bad_epochs, "best_state": best_state,
                     "target_mean": meta.target_mean, "target_std": meta.target_std}, ckpt_path)
         per_epoch = elapsed / (epoch + 1 - start_epoch)
-        if cfg["max_minutes"] and epoch + 1 < cfg["epochs"] and elapsed + per_epoch > cfg["max_minutes"] * 60:
+        if stop_reason == "time limit" or (epoch + 1 < cfg["epochs"] and time.monotonic() + per_epoch > deadline):
             stop_reason = "time limit"  # another epoch would overrun max_minutes
             break
 
