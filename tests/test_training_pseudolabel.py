@@ -123,3 +123,24 @@ def test_a_strict_confidence_rule_keeps_no_one(data, tmp_path):
     summary = run_students(cfg, data["gt"], [], [], data["unlabelled"], [], tmp_path / "s", rounds=1, passes=3,
                            max_std=0.0, log=lambda _: None)
     assert summary[0]["next_round_kept"] == 0 and summary[1]["n_pseudo"] == 0
+
+
+def test_the_teacher_command_can_label_real_labelled_users_at_their_survey_dates(data, tmp_path):
+    out = tmp_path / "teacher_test.csv"
+    with StandInTeacher() as t:
+        rc = main(["teacher", "--events", str(data["dir"] / "events.jsonl"), "--labels", str(data["dir"] / "labels.csv"),
+                   "--target", "labelled", "--endpoint", t.url, "--model", "m", "--out", str(out)])
+    assert rc == 0
+    assert len(list(csv.DictReader(open(out)))) == len(data["gt"])
+
+
+def test_the_students_command_runs_its_rounds_and_installs_the_last_model(data, tmp_path, monkeypatch):
+    base = tiny.save_tiny_base(tmp_path / "enc", "encoder")
+    rc = main(["students", "--events", str(data["dir"] / "events.jsonl"), "--labels", str(data["dir"] / "labels.csv"),
+               "--rounds", "1", "--passes", "2", "--base-model", str(base), "--out", str(tmp_path / "s"),
+               "--set", "epochs=1", "--set", "token_budget=128", "--set", "quiet=true",
+               "--set", f"model_dir=\"{tmp_path / 'models'}\""])
+    assert rc == 0
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert [row["round"] for row in summary] == [0, 1]
+    assert summary[0]["installed_path"] is None and summary[1]["installed_path"].startswith(str(tmp_path / "models"))

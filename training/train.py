@@ -50,6 +50,7 @@ CONFIG = dict(
     name="phq",  # model_version prefix
     install=True,  # also save the model directory under model_dir
     model_dir="",  # empty: PHQ_MODEL_DIR
+    quiet=False,  # no progress bar (tests, batch jobs)
 )
 
 
@@ -285,7 +286,7 @@ def train(cfg: dict, train_ex: list, val_ex: list, run_dir: str | Path, log=prin
         order = list(range(len(train_ex)))
         gen.shuffle(order)
         bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="ex", leave=False,
-                   disable=cfg.get("quiet", False))
+                   disable=bool(cfg["quiet"]))
         running, seen = 0.0, 0
         for step, (idx, x, mask) in enumerate(batches(train_ids, order, cfg["batch_size"], tokenizer.pad_token_id, device)):
             with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use_bf16):
