@@ -1,0 +1,1 @@
+"""Training, pseudolabels and evaluation: `phq synth`, `phq train`, `phq pseudolabel`, `phq eval`. Serving never imports this."""
