@@ -4,6 +4,7 @@ there is none, all-MiniLM-L6-v2 fine-tuned here on synthetic data (a few minutes
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,7 +48,8 @@ def ensure_model(model_dir: str) -> Path:
     from training.data import labelled_examples, read_labels, read_transcripts, split_users
     from training.train import train
 
-    print(f"no trained model under {model_dir}: fine-tuning all-MiniLM-L6-v2 on synthetic data (about 3 minutes)")
+    say = lambda msg: print(f"phq demo: {msg}", file=sys.stderr, flush=True)  # stdout stays the caller's
+    say(f"no trained model under {model_dir}: fine-tuning all-MiniLM-L6-v2 on synthetic data (2-4 minutes)")
     with tempfile.TemporaryDirectory(prefix="phq-demo-train-") as tmp:
         events, labels = synth.generate(DEMO["users"], DEMO["seed"], start=DEMO["start"],
                                         label_fraction=DEMO["label_fraction"])
@@ -58,7 +60,7 @@ def ensure_model(model_dir: str) -> Path:
         cfg = {**DEMO["train"], "model_dir": str(model_dir)}
         split = split_users([e.user_id for e in examples], 0, cfg["val_frac"], cfg["test_frac"])
         result = train(cfg, [e for e in examples if e.user_id in split["train"]],
-                       [e for e in examples if e.user_id in split["val"]], Path(tmp) / "run")
-    print(f"trained {result['model_version']} in {result['train_seconds']:.0f}s "
-          f"(validation MAE {result['best_val_mae']:.2f} on synthetic users)")
+                       [e for e in examples if e.user_id in split["val"]], Path(tmp) / "run", log=say)
+    say(f"trained {result['model_version']} in {result['train_seconds']:.0f}s "
+        f"(validation MAE {result['best_val_mae']:.2f} on synthetic users)")
     return Path(result["installed_path"])
