@@ -150,7 +150,7 @@ def metrics_port(log: Path, timeout: float = 120) -> int:
     raise SystemExit(f"no metrics port in {log}")
 
 
-def latency_run(settings, db_url, rate: float, seconds: float, users: int, turns: int, rng, tag: str) -> list[float]:
+def latency_run(settings, db_url, rate: float, seconds: float, users: int, turns: int, rng, tag: str):
     """Produce fresh users' sessions at `rate` events/s; latency of each session_end to its row."""
     producer = Producer({"bootstrap.servers": settings.kafka(), "linger.ms": 1})
     topic = settings.topic("chat.events")
@@ -175,7 +175,7 @@ def latency_run(settings, db_url, rate: float, seconds: float, users: int, turns
         if time.monotonic() - started > seconds:
             break
     producer.flush(30)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     rows: dict[str, float] = {}
     url = make_url(db_url)
     with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as conn:
@@ -185,7 +185,7 @@ def latency_run(settings, db_url, rate: float, seconds: float, users: int, turns
                 rows[rid] = float(created)
             conn.commit()
             time.sleep(0.2)
-    return sorted(rows[rid] - t for rid, t in sent.items() if rid in rows)
+    return sorted(rows[rid] - t for rid, t in sent.items() if rid in rows), len(sent)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -203,7 +203,9 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--worker-seconds", type=float, default=90, help="how long to measure the worker")
-    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the stream processor's per-event work in-process (no Kafka)")
+    parser.add_argument("--latency-seconds", type=float, default=5, help="traffic at half the ingest rate")
     args = parser.parse_args()
 
     base = Settings()
@@ -232,43 +234,67 @@ def main() -> int:
         worker = _start("score-worker", env, tmp)
         try:
             port = metrics_port(tmp / "score-worker.log")
-            n_requests = len(load)
-            rps, took = sustained_rate(settings, f"{prefix}phq-score-worker", settings.topic("phq9.scoring.requests"),
-                                       n_requests, args.worker_seconds, worker)
+            rps, _ = sustained_rate(settings, f"{prefix}phq-score-worker", settings.topic("phq9.scoring.requests"),
+                                    len(load), args.worker_seconds, worker)
             text = metrics(port)
             fill = metric(text, "phq_worker_round_token_fill_sum") / metric(text, "phq_worker_round_token_fill_count")
             size = metric(text, "phq_worker_round_requests_sum") / metric(text, "phq_worker_round_requests_count")
-            print(f"scoring worker: {rps:,.1f} requests/s ({rps * (args.turns + 2) / raw:.4f} of raw consume in "
-                  f"events), mean round {size:.1f} requests, token fill {fill:.2f} of PHQ_BATCH_TOKEN_BUDGET")
-            _drain(settings, prefix, n_requests, worker)
+            model_s = metric(text, "phq_worker_scoring_seconds_sum") / metric(text, "phq_worker_round_requests_sum")
+            print(f"scoring worker: {rps:,.1f} requests/s ({rps * (args.turns + 2) / raw:.5f} of raw consume in "
+                  f"events), mean round {size:.1f} requests, token fill {fill:.2f} of PHQ_BATCH_TOKEN_BUDGET, "
+                  f"model {model_s * 1000:.0f} ms per request")
+            worker_rss = peak_rss_mib(worker.pid)
+        finally:
+            _stop(worker)
+        _skip_backlog(settings, f"{prefix}phq-score-worker", settings.topic("phq9.scoring.requests"))
+        worker = _start("score-worker", env, tmp, suffix="-latency")
+        try:
+            _wait_assigned(tmp / "score-worker-latency.log", worker)
             rate = ingest / 2
-            worker_events = rps * (args.turns + 2)
-            lat = latency_run(settings, db_url, rate, args.latency_seconds, args.users, args.turns, rng, "lath")
-            print(f"latency session_end -> committed row at {rate:,.0f} events/s (half the ingest rate; the worker "
-                  f"sustains ~{worker_events:,.0f} events/s of sessions): n={len(lat)} p50={pct(lat, 50):.3f}s "
+            lat, sent = latency_run(settings, db_url, rate, args.latency_seconds, args.users, args.turns, rng, "lath")
+            print(f"latency session_end -> committed row at {rate:,.0f} events/s (half the ingest rate) for "
+                  f"{args.latency_seconds:g}s: {len(lat)}/{sent} rows within the wait; p50={pct(lat, 50):.3f}s "
                   f"p95={pct(lat, 95):.3f}s p99={pct(lat, 99):.3f}s")
+            worker_events = rps * (args.turns + 2)
             if worker_events < rate:
+                _stop(worker)
+                _skip_backlog(settings, f"{prefix}phq-score-worker", settings.topic("phq9.scoring.requests"))
+                worker = _start("score-worker", env, tmp, suffix="-latency2")
+                _wait_assigned(tmp / "score-worker-latency2.log", worker)
                 low = worker_events / 2
-                lat = latency_run(settings, db_url, low, args.latency_seconds, args.users, args.turns, rng, "latw")
-                print(f"latency at {low:,.0f} events/s (half what the worker sustains): n={len(lat)} "
-                      f"p50={pct(lat, 50):.3f}s p95={pct(lat, 95):.3f}s p99={pct(lat, 99):.3f}s")
-            print(f"peak RSS: stream {peak_rss_mib(stream.pid):.0f} MiB, score-worker {peak_rss_mib(worker.pid):.0f} MiB")
+                lat, sent = latency_run(settings, db_url, low, 30, args.users, args.turns, rng, "latw")
+                print(f"latency at {low:,.0f} events/s (half of the ~{worker_events:,.0f} events/s of sessions the "
+                      f"worker sustains) for 30s: {len(lat)}/{sent} rows; p50={pct(lat, 50):.3f}s "
+                      f"p95={pct(lat, 95):.3f}s p99={pct(lat, 99):.3f}s")
+            print(f"peak RSS: stream {peak_rss_mib(stream.pid):.0f} MiB, score-worker {worker_rss:.0f} MiB")
         finally:
             _stop(worker)
     finally:
         _stop(stream)
+    if args.profile:
+        _profile_per_event(events[:20000], tmp)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
           f"{_mem_gib():.0f} GiB RAM, Python {platform.python_version()}")
     return 0
 
 
-def _drain(settings, prefix, n, worker) -> None:
-    """Let the worker finish the backlog before the latency run, so latency is not queueing behind it."""
-    deadline = time.monotonic() + 900
-    while committed_total(settings, f"{prefix}phq-score-worker", settings.topic("phq9.scoring.requests")) < n:
-        if time.monotonic() > deadline or worker.poll() is not None:
-            raise SystemExit("the worker did not finish the backlog")
-        time.sleep(1)
+def _skip_backlog(settings, group: str, topic: str) -> None:
+    """Move the (stopped) worker group to the end of the requests, so a latency run does not queue
+    behind what the throughput phase left: it measures the pipeline, not that backlog."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka(), "group.id": group, "enable.auto.commit": False})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+            for p in parts]
+    consumer.commit(offsets=ends, asynchronous=False)
+    consumer.close()
+
+
+def _wait_assigned(log: Path, proc, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while "partitions assigned" not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit(f"{log.name}: the worker did not start")
+        time.sleep(0.2)
 
 
 def _fresh_database(url: str, prefix: str) -> str:
@@ -282,8 +308,8 @@ def _fresh_database(url: str, prefix: str) -> str:
     return fresh
 
 
-def _start(command: str, env: dict, tmp: Path) -> subprocess.Popen:
-    log = open(tmp / f"{command}.log", "ab")
+def _start(command: str, env: dict, tmp: Path, suffix: str = "") -> subprocess.Popen:
+    log = open(tmp / f"{command}{suffix}.log", "ab")
     return subprocess.Popen([sys.executable, "-m", "phq.cli", command], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -294,6 +320,38 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _profile_per_event(events: list[bytes], tmp: Path) -> None:
+    """The stream processor's own work per event (validation, state, triggers) on a RocksDB store,
+    without Kafka: the ceiling of its ingest rate on this machine, and where the time goes."""
+    import cProfile
+    import pstats
+
+    from phq.events import parse_event
+    from stream.store import PartitionStore
+    from stream.transcripts import Rules, apply_event
+
+    store, rules = PartitionStore(0, tmp / "profile-store"), Rules()
+
+    def work():
+        for i, raw in enumerate(events):
+            apply_event(store, parse_event(raw), 0.0, rules)
+            if i % 1000 == 999:
+                store.commit(i)
+
+    started = time.monotonic()
+    work()
+    plain = len(events) / (time.monotonic() - started)
+    store.wipe()
+    profiler = cProfile.Profile()
+    profiler.runcall(work)
+    stats = pstats.Stats(profiler)
+    print(f"stream per-event work alone (no Kafka): {plain:,.0f} events/s; profile, own time:")
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
+    for (file, line, name), (_cc, calls, own, _cum, _callers) in rows:
+        print(f"  {own / stats.total_tt:6.1%}  {calls:>9,}  {Path(file).name}:{line} {name}")
+    store.close()
 
 
 def _cpu_model() -> str:

@@ -1,8 +1,8 @@
 """`phq stream`: chat events in, transcripts kept, scoring requests out, one Kafka transaction per batch.
 
-The delivery protocol lives in `StreamProcessor.run_batch` (steps 1-7 there); everything that
+The delivery protocol lives in `StreamProcessor.run_batch` (steps 1-6 there); everything that
 decides what an event does lives in stream.transcripts. Built on confluent-kafka with our own
-changelogged state instead of Faust: see docs/stream.md for why.
+changelogged state instead of Faust: stream/README.md says why.
 """
 
 from __future__ import annotations

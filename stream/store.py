@@ -7,6 +7,7 @@ So the local store never holds what Kafka aborted, and a restart replays the cha
 
 from __future__ import annotations
 
+import bisect
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,7 @@ class PartitionStore:
         self.path = path
         self._backend = _RocksBackend(path) if path else _MemoryBackend()
         self.pending: dict[bytes, bytes | None] = {}
+        self._pending_keys: list[bytes] = []  # sorted, so a prefix scan of the overlay is a bisect
 
     # -- the Store protocol (reads see the open transaction's writes)
 
@@ -88,6 +90,8 @@ class PartitionStore:
         return self._backend.get(key)
 
     def put(self, key: bytes, value: bytes | None) -> None:
+        if key not in self.pending:
+            bisect.insort(self._pending_keys, key)
         self.pending[key] = value
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -96,9 +100,11 @@ class PartitionStore:
             if not key.startswith(prefix):
                 break
             merged[key] = value
-        for key, value in self.pending.items():
-            if key.startswith(prefix):
-                merged[key] = value
+        keys = self._pending_keys
+        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+            if not keys[i].startswith(prefix):
+                break
+            merged[keys[i]] = self.pending[keys[i]]
         for key in sorted(merged):
             if merged[key] is not None:
                 yield key, merged[key]
@@ -117,13 +123,14 @@ class PartitionStore:
             changes[CHECKPOINT_KEY] = str(changelog_offset).encode()
         if changes:
             self._backend.write(changes)
-        self.pending.clear()
+        self.discard()
 
     def size_estimate(self) -> int:
         return self._backend.size_estimate()
 
     def discard(self) -> None:
         self.pending.clear()
+        self._pending_keys.clear()
 
     def apply_changelog(self, records: list[tuple[bytes, bytes | None]], last_offset: int) -> None:
         changes: dict[bytes, bytes | None] = dict(records)
@@ -138,7 +145,7 @@ class PartitionStore:
             self._backend = _RocksBackend(self.path)
         else:
             self._backend = _MemoryBackend()
-        self.pending.clear()
+        self.discard()
 
     def close(self) -> None:
         self._backend.close()

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Protocol
 
 from phq.events import ChatEvent
@@ -42,7 +43,7 @@ class SessionMeta:
     bytes: int = 0  # stored size of its turns, for the per-user byte cap
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()  # not asdict(): it deep-copies
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "SessionMeta":
@@ -66,8 +67,12 @@ class Rules:
     session_idle_s: float = 1800
 
 
+@lru_cache(maxsize=65536)  # ids repeat for every event of a session: encode each once
 def _j(value: str) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode()
+
+
+_DECODER = json.JSONDecoder()
 
 
 def meta_key(user_id: str, session_id: str) -> bytes:
@@ -117,8 +122,8 @@ def apply_event(store: Store, event: ChatEvent, now: float, rules: Rules) -> Out
     else:
         store.put(mkey, meta.to_bytes())
         outcome.still_open = meta.state == OPEN
-    if event.event_type == "message":
-        enforce_byte_cap(store, event.user_id, rules.transcript_max_bytes)
+    if event.event_type == "message" and meta.bytes > rules.transcript_max_bytes:
+        enforce_byte_cap(store, event.user_id, rules.transcript_max_bytes)  # one session alone is too big
     return outcome
 
 
@@ -129,6 +134,7 @@ def end_session(store: Store, meta: SessionMeta, trigger_ts: datetime, rules: Ru
     store.put(meta_key(meta.user_id, meta.session_id), meta.to_bytes())
     if meta.user_turns:
         prune_old_sessions(store, meta.user_id, trigger_ts, rules.window_days)
+        enforce_byte_cap(store, meta.user_id, rules.transcript_max_bytes)
         outcome.requests.append(build_request(store, meta.user_id, meta.session_id, trigger_ts, rules))
     return outcome
 
@@ -150,7 +156,7 @@ def user_turns(store: Store, user_id: str) -> list[Turn]:
     for key, value in store.scan(vprefix):
         if value == b"{}":
             continue
-        session_id = json.JSONDecoder().raw_decode(key[len(vprefix):].decode())[0]
+        session_id = _DECODER.raw_decode(key[len(vprefix):].decode())[0]
         turns.append(Turn(session_id=session_id, **json.loads(value)))
     return turns
 
@@ -217,6 +223,6 @@ def _oldest_first(store: Store, user_id: str) -> Iterable[tuple[Turn, bytes, byt
     for key, value in store.scan(vprefix):
         if value == b"{}":
             continue
-        session_id = json.JSONDecoder().raw_decode(key[len(vprefix):].decode())[0]
+        session_id = _DECODER.raw_decode(key[len(vprefix):].decode())[0]
         rows.append((Turn(session_id=session_id, **json.loads(value)), key, value))
     return sorted(rows, key=lambda row: row[0].order_key())

@@ -22,6 +22,10 @@ def requests(n: int, tag: str) -> list[ScoringRequest]:
     return out
 
 
+def slow_rows(db_url: str) -> list:
+    return db_rows(db_url, "SELECT request_id FROM phq9_scores WHERE user_id LIKE 'slow-%%'")
+
+
 def send(settings, batch: list[ScoringRequest]) -> None:
     producer = Producer({"bootstrap.servers": settings.kafka()})
     for r in batch:
@@ -38,10 +42,9 @@ def test_a_backend_slower_than_max_poll_interval_keeps_the_partitions(settings, 
     try:
         send(settings, first)
         wait_until(lambda: "partitions assigned" in worker.log(), 30, "the worker to join", [worker])
-        wait_until(lambda: len(db_rows(db_url, "SELECT 1 FROM phq9_scores")) >= 1, 40, "a first slow round", [worker])
+        wait_until(lambda: len(slow_rows(db_url)) >= 1, 40, "a first slow round", [worker])
         send(settings, second)  # arrives while a 9 s round runs
-        wait_until(lambda: len(db_rows(db_url, "SELECT 1 FROM phq9_scores")) >= 10, 60, "every request scored",
-                   [worker])
+        wait_until(lambda: len(slow_rows(db_url)) >= 10, 60, "every request scored", [worker])
         wait_until(lambda: len(read_topic(settings, "phq9.scores")) >= 10, 30, "outputs published", [worker])
     finally:
         code = worker.stop(timeout=60)
@@ -50,4 +53,5 @@ def test_a_backend_slower_than_max_poll_interval_keeps_the_partitions(settings, 
     assert log.count("partitions assigned") == 1, "no rebalance: the poll thread kept polling"
     assert "MAXPOLL" not in log and "max.poll" not in log
     assert len(read_topic(settings, "phq9.scores")) == 10, "no round redone"
+    assert len(slow_rows(db_url)) == 10
     assert code == 0
