@@ -201,6 +201,7 @@ class ScoringWorker:
         log.info("scoring worker started", extra={"model_version": self.scorer.model_version})
         try:
             while self.running and scorer_thread.is_alive():
+                faulthandler.dump_traceback_later(120, exit=False)  # stuck 2 minutes: stacks to the log
                 msg = self.consumer.poll(0.1)
                 if msg is not None:
                     self._receive(msg)
@@ -209,6 +210,7 @@ class ScoringWorker:
                 self._backpressure()
                 _sample_lag(self.consumer)
         finally:
+            faulthandler.cancel_dump_traceback_later()
             self.running = False
             with self.cond:
                 self.cond.notify_all()

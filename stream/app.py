@@ -139,10 +139,13 @@ class StreamProcessor:
         self.start()
         try:
             while self.running:
+                # a loop stuck for 2 minutes prints every thread's stack to the log (diagnosis)
+                faulthandler.dump_traceback_later(120, exit=False)
                 msgs = self.consumer.consume(self.settings.stream_batch_max, self.settings.stream_batch_wait_ms / 1000)
                 self.run_batch(msgs)
                 metrics.observe_lag(self.consumer, self.stores)
         finally:
+            faulthandler.cancel_dump_traceback_later()
             self.close()
 
     def run_batch(self, msgs: list) -> None:
