@@ -1,6 +1,6 @@
 """Shared fixtures: the real Kafka broker and PostgreSQL that `phq dev up` runs.
 
-Every test run gets its own database and every test module its own topic prefix, so tests
+Every test module gets its own freshly migrated database and every test its own topic prefix, so tests
 pass whether or not the demo (or another run) used the same services before.
 """
 
@@ -28,22 +28,40 @@ def kafka_bootstrap(dev_services) -> str:
     return dev_services["kafka_bootstrap"]
 
 
-@pytest.fixture(scope="session")
-def db_url(dev_services) -> Iterator[str]:
-    """A fresh, migrated database for this test run, dropped afterwards."""
-    import psycopg
+def _admin(url):
     from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    return base, dict(host=base.host, port=base.port, user=base.username, dbname=base.database, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(dev_services) -> Iterator[str]:
+    """One migrated database per test run; each test module gets a copy of it."""
+    import psycopg
 
     from phq.db import migrate
 
-    base = make_url(dev_services["database_url"])
+    base, admin = _admin(dev_services["database_url"])
     name = f"phq_test_{uuid.uuid4().hex[:10]}"
-    admin = dict(host=base.host, port=base.port, user=base.username, dbname=base.database, autocommit=True)
     with psycopg.connect(**admin) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = base.set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
+    migrate(base.set(database=name).render_as_string(hide_password=False))
+    yield name
+    with psycopg.connect(**admin) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def db_url(dev_services, migrated_template) -> Iterator[str]:
+    """A fresh, migrated database for this test module (a copy of the template), dropped afterwards."""
+    import psycopg
+
+    base, admin = _admin(dev_services["database_url"])
+    name = f"{migrated_template}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(**admin) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    yield base.set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(**admin) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
