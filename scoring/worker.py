@@ -33,10 +33,10 @@ from sqlalchemy.exc import DBAPIError
 from phq import topics
 from phq.changes import detect_changes
 from phq.db import engine as make_engine
-from phq.erasures import ErasureLog
 from phq.models import ScoringRequest
 from phq.settings import Settings
 from phq.telemetry import KAFKA_LOG, serve_metrics, setup_logging
+from phq.txn import read_erasures_with_retry
 
 log = logging.getLogger("phq.score_worker")
 
@@ -165,8 +165,7 @@ class ScoringWorker:
         self.running = True
         self.failure: BaseException | None = None
         self.to_commit: dict[tuple[int, int], int] = {}  # (partition, generation) -> next offset, from rounds
-        self.erasures = ErasureLog(settings)
-        self.erasures.catch_up()
+        self.erasures = read_erasures_with_retry(settings)
         self.consumer = Consumer({
             "bootstrap.servers": settings.kafka(),
             "group.id": group_id(settings),

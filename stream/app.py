@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +26,11 @@ from confluent_kafka import (
 )
 
 from phq import topics
-from phq.erasures import ErasureLog
 from phq.events import InvalidEvent, parse_event
 from phq.settings import Settings
 from phq.slots import claim_slot, transactional_id
 from phq.telemetry import KAFKA_LOG, serve_metrics, setup_logging
-from phq.txn import commit_transaction
+from phq.txn import commit_transaction, read_erasures_with_retry
 from stream import metrics
 from stream.changelog import changelog_topic, ensure_changelog, restore
 from stream.store import PartitionStore
@@ -63,11 +64,11 @@ class StreamProcessor:
         self.slot, self.state_dir, self._lock = claim_slot(Path(settings.stream_state_dir) / group_id(settings))
         self.stores: dict[int, PartitionStore] = {}
         self.open_sessions: dict[int, dict[tuple[str, str], float]] = {}
-        self.erasures = ErasureLog(settings)
-        self.erasures.catch_up()
+        self.erasures = read_erasures_with_retry(settings)
         self._unswept: set[str] = set()  # erased users whose state may still be in an assigned store
         self._next_idle_check = 0.0
         self._changelog_offsets: dict[int, int] = {}
+        self._abandoned: list[Producer] = []  # producers stuck in a librdkafka call (see _send_offsets)
         self.running = True
         self.producer = Producer(self._producer_config())
         self.consumer = Consumer(self._consumer_config())
@@ -178,10 +179,9 @@ class StreamProcessor:
             self._produce_changelog()
             if batch.offsets:
                 offsets = [TopicPartition(self.source, p, o) for p, o in batch.offsets.items()]
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(),
-                                                          self._kafka_timeout_s())
+                self._send_offsets(offsets)
             commit_transaction(self.producer, self._kafka_timeout_s())
-        except KafkaException as exc:
+        except (KafkaException, StuckCall) as exc:
             self._abort(batch, exc)
             return
         for partition, store in self.stores.items():
@@ -281,14 +281,37 @@ class StreamProcessor:
             p = msg.partition()
             self._changelog_offsets[p] = max(self._changelog_offsets.get(p, -1), msg.offset())
 
+    def _send_offsets(self, offsets: list[TopicPartition]) -> None:
+        """send_offsets_to_transaction with a timeout that holds: librdkafka's own can block forever
+        once the group coordinator moved, e.g. after a broker restart (librdkafka #5456, #5511)."""
+        group, timeout, box = self.consumer.consumer_group_metadata(), self._kafka_timeout_s(), {}
+
+        def call():
+            try:
+                self.producer.send_offsets_to_transaction(offsets, group, timeout)
+            except BaseException as exc:  # handed to the loop's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=call, name="send-offsets", daemon=True)
+        worker.start()
+        worker.join(timeout + 10)
+        if worker.is_alive():
+            raise StuckCall("send_offsets_to_transaction did not return")
+        if "error" in box:
+            raise box["error"]
+
     def _kafka_timeout_s(self) -> float:
         # under the transaction timeout, so a blocked call (say, a rebalance we must join to finish)
         # fails and is retried before the coordinator aborts the transaction on its own
         return max(1.0, self.settings.stream_transaction_timeout_ms / 2000)
 
-    def _abort(self, batch: Batch, exc: KafkaException) -> None:
+    def _abort(self, batch: Batch, exc: Exception) -> None:
         log.warning("transaction aborted; the batch will be redone", extra={"error": str(exc.args[0])})
-        self._recover_producer(exc.args[0])
+        if isinstance(exc, StuckCall):
+            self._abandoned.append(self.producer)  # a librdkafka thread is stuck in it: never touch it again
+            self._new_producer()
+        else:
+            self._recover_producer(exc.args[0])
         for store in self.stores.values():
             store.discard()
         self._changelog_offsets.clear()
@@ -309,10 +332,13 @@ class StreamProcessor:
             except KafkaException as again:
                 err = again.args[0]
                 time.sleep(min(5.0, 0.5 * (attempt + 1)))
+        self._new_producer()
+
+    def _new_producer(self) -> None:
         while self.running:
             try:
                 self.producer = Producer(self._producer_config())
-                self.producer.init_transactions(60)  # fences and aborts whatever was left open
+                self.producer.init_transactions(60)  # same transactional.id: fences and aborts what was open
                 return
             except KafkaException as again:
                 log.warning("cannot start a transactional producer; retrying", extra={"error": str(again.args[0])})
@@ -326,7 +352,14 @@ class StreamProcessor:
         self.erasures.close()
         self.producer.flush(10)
         self._lock.close()
+        if self._abandoned:  # their stuck threads would block a normal interpreter exit
+            logging.shutdown()
+            os._exit(0)
         log.info("stream processor stopped")
+
+
+class StuckCall(Exception):
+    """A librdkafka call that did not return within its timeout plus a margin."""
 
 
 def open_sessions_of(store: PartitionStore) -> dict[tuple[str, str], float]:

@@ -4,9 +4,10 @@ replayed into a partition's local store on assignment, from the offset that stor
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from phq import topics
@@ -58,8 +59,7 @@ def restore(settings: Settings, topic: str, store: PartitionStore, chunk: int = 
         "logger": KAFKA_LOG,
     })
     try:
-        tp = TopicPartition(topic, store.partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=30)
+        low, high = _watermarks(consumer, TopicPartition(topic, store.partition))
         start = _start_offset(store, low, high)
         if start >= high:
             return 0
@@ -67,6 +67,18 @@ def restore(settings: Settings, topic: str, store: PartitionStore, chunk: int = 
         return _replay(consumer, store, chunk)
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, attempts: int = 15) -> tuple[int, int]:
+    """Low and high offsets, retried while a restarted broker is still electing leaders."""
+    for attempt in range(attempts):
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
 
 
 def _start_offset(store: PartitionStore, low: int, high: int) -> int:
