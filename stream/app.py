@@ -66,6 +66,7 @@ class StreamProcessor:
         self.open_sessions: dict[int, dict[tuple[str, str], float]] = {}
         self.erasures = read_erasures_with_retry(settings)
         self._unswept: set[str] = set()  # erased users whose state may still be in an assigned store
+        self._sweeping: set[str] = set()
         self._next_idle_check = 0.0
         self._changelog_offsets: dict[int, int] = {}
         self._abandoned: list[Producer] = []  # producers stuck in a librdkafka call (see _send_offsets)
@@ -262,6 +263,7 @@ class StreamProcessor:
         self._unswept |= {u for u, at in self.erasures.erased.items() if before.get(u) != at}
 
     def _sweep_erasures(self) -> None:
+        self._sweeping = set(self._unswept)  # put back if the transaction aborts
         for user_id in self._unswept:
             for partition, store in self.stores.items():
                 if drop_user(store, user_id):
@@ -312,8 +314,10 @@ class StreamProcessor:
             self._new_producer()
         else:
             self._recover_producer(exc.args[0])
-        for store in self.stores.values():
+        for partition, store in self.stores.items():
             store.discard()
+            self.open_sessions[partition] = open_sessions_of(store)  # idle triggers of the batch are undone
+        self._unswept |= self._sweeping
         self._changelog_offsets.clear()
         for partition, offset in batch.first.items():
             if partition in self.stores:
