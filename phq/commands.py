@@ -55,30 +55,32 @@ def schema_main(argv: list[str]) -> int:
 
 
 def read_event_lines(path: Path, *, strict: bool, settings: Settings):
-    """Yield (line_no, key, raw_bytes) for each sendable line; report the others on stderr."""
-    from phq.events import InvalidEvent, parse_event
+    """Yield (line_no, key, raw_bytes) for each line, with key and raw None for a bad line (reported on stderr)."""
+    from phq.events import InvalidEvent, read_event_file
 
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            try:
-                if strict:
-                    event = parse_event(raw, max_clock_skew_s=settings.max_clock_skew_s,
-                                        max_event_bytes=settings.max_event_bytes)
-                    key = event.user_id
-                else:
-                    obj = json.loads(raw)
-                    key = obj.get("user_id") if isinstance(obj, dict) else None
-                    if not isinstance(key, str):
-                        raise InvalidEvent("no string user_id to key the event by")
-            except (InvalidEvent, ValueError) as exc:
-                reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
-                print(f"{path}:{line_no}: skipped: {reason}", file=sys.stderr)
-                yield line_no, None, None
-                continue
-            yield line_no, key, raw
+    limits = dict(max_clock_skew_s=settings.max_clock_skew_s, max_event_bytes=settings.max_event_bytes)
+    for line_no, raw, event in read_event_file(path, **limits):
+        if not strict:
+            event = _loose_key(raw)
+        if isinstance(event, InvalidEvent):
+            print(f"{path}:{line_no}: skipped: {event.reason}", file=sys.stderr)
+            yield line_no, None, None
+        else:
+            yield line_no, event.user_id, raw
+
+
+def _loose_key(raw: bytes):
+    """With --no-validate only a string user_id (the message key) is needed."""
+    from types import SimpleNamespace
+
+    from phq.events import InvalidEvent
+
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        return InvalidEvent(f"event is not JSON: {exc}")
+    key = obj.get("user_id") if isinstance(obj, dict) else None
+    return SimpleNamespace(user_id=key) if isinstance(key, str) else InvalidEvent("no string user_id to key the event by")
 
 
 def produce_main(argv: list[str]) -> int:

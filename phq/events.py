@@ -174,3 +174,20 @@ def event_json_schema() -> dict:
         },
     }
     return schema
+
+
+def read_event_file(path, *, max_clock_skew_s: float = 300, max_event_bytes: int = 64 * 1024):
+    """Yield (line_no, raw bytes, ChatEvent or InvalidEvent) for each non-blank line of a JSON-lines file.
+
+    Callers report an InvalidEvent as `FILE:LINE: skipped: reason` and go on, so a bad line loses
+    nothing else.
+    """
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                yield line_no, raw, parse_event(raw, max_clock_skew_s=max_clock_skew_s, max_event_bytes=max_event_bytes)
+            except InvalidEvent as exc:
+                yield line_no, raw, exc

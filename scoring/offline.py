@@ -35,34 +35,29 @@ class OfflineScore:
 
 def read_histories(path: Path, settings) -> tuple[dict[str, UserHistory], int]:
     """Every user's turns and last event; bad lines are reported with their number and skipped."""
-    from phq.events import InvalidEvent, parse_event
+    from phq.events import InvalidEvent, read_event_file
     from phq.models import Turn, utc
 
     users: dict[str, UserHistory] = {}
     seen: set[str] = set()
     bad = 0
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            try:
-                event = parse_event(raw, max_clock_skew_s=settings.max_clock_skew_s, max_event_bytes=settings.max_event_bytes)
-            except InvalidEvent as exc:
-                print(f"{path}:{line_no}: skipped: {exc.reason}", file=sys.stderr)
-                bad += 1
-                continue
-            if event.event_id in seen:  # a repeated event changes nothing (CONTRACT section 1)
-                continue
-            seen.add(event.event_id)
-            order = (utc(event.ts), line_no)
-            user = users.get(event.user_id)
-            if user is None:
-                user = users[event.user_id] = UserHistory([], event.session_id, event.ts, order)
-            elif order >= user.trigger_order:
-                user.trigger_session_id, user.trigger_ts, user.trigger_order = event.session_id, event.ts, order
-            if event.event_type == "message":
-                user.turns.append(Turn(session_id=event.session_id, ts=event.ts, turn=event.turn, role=event.role, text=event.text))
+    limits = dict(max_clock_skew_s=settings.max_clock_skew_s, max_event_bytes=settings.max_event_bytes)
+    for line_no, _raw, event in read_event_file(path, **limits):
+        if isinstance(event, InvalidEvent):
+            print(f"{path}:{line_no}: skipped: {event.reason}", file=sys.stderr)
+            bad += 1
+            continue
+        if event.event_id in seen:  # a repeated event changes nothing (CONTRACT section 1)
+            continue
+        seen.add(event.event_id)
+        order = (utc(event.ts), line_no)
+        user = users.get(event.user_id)
+        if user is None:
+            user = users[event.user_id] = UserHistory([], event.session_id, event.ts, order)
+        elif order >= user.trigger_order:
+            user.trigger_session_id, user.trigger_ts, user.trigger_order = event.session_id, event.ts, order
+        if event.event_type == "message":
+            user.turns.append(Turn(session_id=event.session_id, ts=event.ts, turn=event.turn, role=event.role, text=event.text))
     return users, bad
 
 

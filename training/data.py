@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sys
 import math
 import random
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ def read_transcripts(path: str | Path) -> tuple[dict[str, list[Turn]], dict]:
     seen: set[str] = set()
     stats = {"lines": 0, "invalid": 0, "duplicates": 0, "turns": 0}
     with open(path, "rb") as f:
-        for raw in f:
+        for line_no, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             stats["lines"] += 1
@@ -71,7 +72,9 @@ def read_transcripts(path: str | Path) -> tuple[dict[str, list[Turn]], dict]:
                     user = obj["user_id"]
                     turn = Turn(session_id=obj["session_id"], ts=parse_rfc3339(obj["ts"]), turn=obj["turn"],
                                 role=obj["role"], text=obj["text"])
-            except (InvalidEvent, ValueError, KeyError, TypeError):
+            except (InvalidEvent, ValueError, KeyError, TypeError) as exc:
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                print(f"{path}:{line_no}: skipped: {reason}", file=sys.stderr)
                 stats["invalid"] += 1
                 continue
             turns.setdefault(user, []).append(turn)
