@@ -62,7 +62,7 @@ def test_postgres_restart_mid_run_loses_nothing(settings, phq_env, tmp_path):
             devservices.pg_up(state)
 
         env = crash_env(phq_env, tmp_path, PHQ_DATABASE_URL=url)
-        _, worker = run_with_fault(settings, url, env, tmp_path, "p", restart_postgres)
+        _, worker = run_with_fault(settings, url, env, tmp_path, "pgf-", restart_postgres)
         assert "Postgres unavailable; retrying" in worker.log()
     finally:
         devservices.pg_down(state)
@@ -82,6 +82,6 @@ def test_kafka_broker_restart_mid_run_loses_nothing(settings, db_url, phq_env, t
             devservices.kafka_up(state)
 
         env = crash_env(phq_env, tmp_path, PHQ_KAFKA_BOOTSTRAP=bootstrap)
-        run_with_fault(own, db_url, env, tmp_path, "b", restart_broker)
+        run_with_fault(own, db_url, env, tmp_path, "kbr-", restart_broker)
     finally:
         devservices.kafka_down(state)

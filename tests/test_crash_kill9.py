@@ -29,7 +29,7 @@ TURNS = 7  # user turns 0, 2, 4, 6: four per session
 
 def test_kill9_of_either_process_loses_and_duplicates_nothing(settings, db_url, phq_env, tmp_path):
     rng = random.Random(20260105)
-    traffic = make_traffic(200, sessions=3, turns=TURNS, prefix="k")
+    traffic = make_traffic(200, sessions=3, turns=TURNS, prefix="kill-")
     events = with_duplicates(traffic.events, share=0.1)
     assert len(traffic.events) >= 5000
     env = crash_env(phq_env, tmp_path)
@@ -45,18 +45,18 @@ def test_kill9_of_either_process_loses_and_duplicates_nothing(settings, db_url, 
             proc.start()
         replay.join(120)
         assert replay.error is None and not replay.is_alive()
-        wait_until(lambda: len(score_counts(db_url, "k")) >= len(traffic.ended), 240, "every expected score",
+        wait_until(lambda: len(score_counts(db_url, "kill-")) >= len(traffic.ended), 240, "every expected score",
                    [stream, worker], interval=2)
         time.sleep(3)  # anything extra (a duplicate trigger) would show up now
     finally:
         stream.stop(), worker.stop()
 
-    assert score_counts(db_url, "k") == {rid: 1 for rid in traffic.ended}
-    changes = stored_changes(db_url, "k")
-    assert sorted(changes) == sorted(expected_changes(db_url, settings, "k")), "change events exactly once each"
+    assert score_counts(db_url, "kill-") == {rid: 1 for rid in traffic.ended}
+    changes = stored_changes(db_url, "kill-")
+    assert sorted(changes) == sorted(expected_changes(db_url, settings, "kill-")), "change events exactly once each"
     assert changes, "the hash scorer makes change events"
 
-    assert_whole_transcripts(db_url, "k", user_turns_per_session=4)  # survived every crash
+    assert_whole_transcripts(db_url, "kill-", user_turns_per_session=4)  # survived every crash
 
     assert_published_once_by_id(settings, "phq9.scores", {r for r in traffic.ended}, "request_id")
     assert_published_once_by_id(settings, "phq9.alerts", {(r, k) for r, k in changes}, None)

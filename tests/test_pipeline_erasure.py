@@ -22,8 +22,8 @@ def rows_of(db_url: str, user: str) -> dict[str, tuple[int, int]]:
 
 
 def test_erased_users_transcript_is_dropped_and_earlier_events_ignored(settings, db_url, phq_env, tmp_path):
-    traffic = make_traffic(1, sessions=4, turns=2, prefix="e")  # e0000: sessions on days 0..3, one user turn each
-    user = "e0000"
+    traffic = make_traffic(1, sessions=4, turns=2, prefix="era-")  # era-0000: sessions on days 0..3, one user turn each
+    user = "era-0000"
     by_session = {}
     for event in traffic.events:
         by_session.setdefault(event["session_id"], []).append(event)

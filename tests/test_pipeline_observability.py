@@ -39,8 +39,8 @@ def metric(text: str, name: str) -> float:
 
 def test_idle_sessions_metrics_and_logs_without_text(settings, db_url, phq_env, tmp_path):
     turns = 4
-    traffic = make_traffic(20, sessions=2, turns=turns, end_last=False, prefix="o")
-    last_ts = {(u, s): T0 + timedelta(days=1, minutes=int(u[1:]) % 50 + turns) for u, s in traffic.open_sessions}
+    traffic = make_traffic(20, sessions=2, turns=turns, end_last=False, prefix="obs-")
+    last_ts = {(u, s): T0 + timedelta(days=1, minutes=int(u[4:]) % 50 + turns) for u, s in traffic.open_sessions}
     idle_ts = {request_id(u, s, ts): ts for (u, s), ts in last_ts.items()}
     idle_ids = set(idle_ts)
     produce(settings, with_duplicates(traffic.events, share=0.2))
@@ -49,7 +49,7 @@ def test_idle_sessions_metrics_and_logs_without_text(settings, db_url, phq_env, 
     worker = Proc(["score-worker"], env, tmp_path / "worker.log")
     try:
         expected = set(traffic.ended) | idle_ids
-        wait_until(lambda: set(score_counts(db_url, "o")) >= expected, 90, "ended and idle sessions scored",
+        wait_until(lambda: set(score_counts(db_url, "obs-")) >= expected, 90, "ended and idle sessions scored",
                    [stream, worker])
         # a round's rows commit before its outputs and offsets (the delivery order): wait for the round
         worker_metrics = wait_until(lambda: (m := metrics_of(worker)) and metric(
@@ -58,7 +58,7 @@ def test_idle_sessions_metrics_and_logs_without_text(settings, db_url, phq_env, 
     finally:
         stream.stop(), worker.stop()
 
-    assert score_counts(db_url, "o") == {rid: 1 for rid in expected}
+    assert score_counts(db_url, "obs-") == {rid: 1 for rid in expected}
     scored_at = dict(db_rows(db_url, "SELECT request_id, scored_at FROM phq9_scores"))
     for rid, ts in idle_ts.items():
         assert scored_at[rid] == ts, "an idle session's trigger time is its last event's ts, not a wall-clock time"

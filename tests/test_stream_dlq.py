@@ -70,7 +70,7 @@ def bad_event(draw, users: list[str]) -> tuple[str, bytes]:
 
 
 def test_every_bad_event_goes_to_the_dlq_and_every_valid_session_is_scored_once(settings, db_url, phq_env, tmp_path):
-    traffic = make_traffic(20, sessions=2, turns=4, prefix="d")
+    traffic = make_traffic(20, sessions=2, turns=4, prefix="dlq-")
     for i, event in enumerate(e for e in traffic.events if e["event_type"] == "message"):
         event["text"] = HOSTILE[i % len(HOSTILE)] + " " + event["text"]  # hostile but valid: scored like any text
     users = sorted({e["user_id"] for e in traffic.events})
@@ -97,14 +97,14 @@ def test_every_bad_event_goes_to_the_dlq_and_every_valid_session_is_scored_once(
     stream = Proc(["stream"], env, tmp_path / "stream.log")
     worker = Proc(["score-worker"], env, tmp_path / "worker.log")
     try:
-        wait_until(lambda: len(score_counts(db_url, "d")) >= len(traffic.ended), 120, "valid sessions scored",
+        wait_until(lambda: len(score_counts(db_url, "dlq-")) >= len(traffic.ended), 120, "valid sessions scored",
                    [stream, worker])
         dlq = wait_until(lambda: (r := read_topic(settings, "chat.events.dlq")) and len(r) >= len(sent) and r, 60,
                          "every bad event in the DLQ", [stream])
     finally:
         stream.stop(), worker.stop()
 
-    assert score_counts(db_url, "d") == {rid: 1 for rid in traffic.ended}
+    assert score_counts(db_url, "dlq-") == {rid: 1 for rid in traffic.ended}
     got = {}
     for msg in dlq:
         headers = dict(msg.headers())

@@ -17,7 +17,7 @@ def requests_by_session(settings) -> dict[str, dict]:
 
 
 def test_memory_store_replays_the_changelog_after_kill9(settings, phq_env, tmp_path):
-    traffic = make_traffic(10, sessions=2, turns=4, prefix="r")
+    traffic = make_traffic(10, sessions=2, turns=4, prefix="rst-")
     first = [e for e in traffic.events if e["session_id"].endswith("-s0")]
     second = [e for e in traffic.events if e["session_id"].endswith("-s1")]
     env = pipeline_env(phq_env, tmp_path, PHQ_STREAM_STORE="memory")
