@@ -1,5 +1,5 @@
-"""An erasure on phq.erasures: the stream processor drops the user's transcript, and both processes
-ignore that user's events and requests from before the erasure (later ones count again)."""
+"""`phq erase` mid-replay: the user's rows leave Postgres, the stream processor drops their transcript,
+and both processes ignore that user's events and requests from before the erasure (later ones count again)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Producer
 from test_pipeline_support import T0, Proc, db_rows, make_traffic, pipeline_env, produce, wait_until
 
-from phq.erasures import publish_erasure
+from care.erase import erase
 from phq.models import ScoringRequest, Turn, request_id
 
 pytestmark = pytest.mark.integration
@@ -34,18 +34,19 @@ def test_erased_users_transcript_is_dropped_and_earlier_events_ignored(settings,
         produce(settings, by_session[f"{user}-s0"] + by_session[f"{user}-s1"])
         wait_until(lambda: len(rows_of(db_url, user)) == 2, 60, "two scores before the erasure", [stream, worker])
 
-        publish_erasure(settings, user, T0 + timedelta(days=1, hours=12))
+        erase(settings, user, T0 + timedelta(days=1, hours=12))
+        assert rows_of(db_url, user) == {}, "the erasure deletes the user's scores"
         time.sleep(2)  # both processes poll the erasures topic between batches
         late = dict(by_session[f"{user}-s2"][1], event_id="late-from-before", ts=(T0 + timedelta(hours=3)).isoformat())
         produce(settings, [late] + by_session[f"{user}-s2"] + by_session[f"{user}-s3"])
         _send_request(settings, user, f"{user}-old", T0 + timedelta(days=1))  # replayed request from before
-        wait_until(lambda: len(rows_of(db_url, user)) == 4, 60, "scores after the erasure", [stream, worker])
+        wait_until(lambda: len(rows_of(db_url, user)) == 2, 60, "scores after the erasure", [stream, worker])
         time.sleep(2)
     finally:
         stream.stop(), worker.stop()
 
     rows = rows_of(db_url, user)
-    assert f"{user}-old" not in rows, "a request from before the erasure is not scored"
+    assert set(rows) == {f"{user}-s2", f"{user}-s3"}, "nothing from before the erasure is scored again"
     assert rows[f"{user}-s2"] == (1, 1), "the transcript before the erasure is gone; the late event was ignored"
     assert rows[f"{user}-s3"] == (2, 2), "events after the erasure count again"
 
