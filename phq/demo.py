@@ -69,7 +69,8 @@ def produce(events: list[dict], settings: Settings) -> None:
 
     from phq import topics
 
-    producer = Producer({"bootstrap.servers": settings.kafka(), "enable.idempotence": True, "linger.ms": 20})
+    producer = Producer({"bootstrap.servers": settings.kafka(), "enable.idempotence": True, "linger.ms": 20,
+                         "log_level": 3})  # retries while a fresh broker loads its coordinator are expected
     topic = settings.topic(topics.CHAT_EVENTS)
     for e in events:
         producer.produce(topic, key=e["user_id"].encode(), value=json.dumps(e).encode())
