@@ -302,7 +302,7 @@ def _teacher_main(argv: list[str]) -> int:
 def _students_main(argv: list[str]) -> int:
     from phq.settings import get_settings
     from training.data import labelled_examples, read_labels, read_transcripts, split_users, unlabelled_examples
-    from training.train import CONFIG, parse_value
+    from training.train import CONFIG, apply_overrides
 
     p = argparse.ArgumentParser(prog="phq pseudolabel students",
                                 description="Iterative student pseudolabelling: train on real labels, label the confident "
@@ -317,13 +317,10 @@ def _students_main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="directory for each round's run, pseudolabels and summary.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    cfg = {**CONFIG, "base_model": args.base_model, "window_days": get_settings().window_days}
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        if key not in CONFIG:
-            print(f"phq pseudolabel: unknown setting {key!r}; known: {', '.join(CONFIG)}", file=sys.stderr)
-            return 2
-        cfg[key] = parse_value(value)
+    cfg = apply_overrides({**CONFIG, "base_model": args.base_model, "window_days": get_settings().window_days},
+                          args.set, "phq pseudolabel")
+    if cfg is None:
+        return 2
     turns, _ = read_transcripts(args.events)
     real = read_labels(args.labels)
     gt, _ = labelled_examples(turns, real, cfg["window_days"])

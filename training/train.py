@@ -372,6 +372,18 @@ def parse_value(text: str):
         return text
 
 
+def apply_overrides(cfg: dict, pairs: list[str], prog: str) -> dict | None:
+    """`cfg` with each `--set key=value` applied; None (after saying why) when a key is not a setting."""
+    cfg = dict(cfg)
+    for kv in pairs:
+        key, _, value = kv.partition("=")
+        if key not in CONFIG:
+            print(f"{prog}: unknown setting {key!r}; known: {', '.join(CONFIG)}", file=sys.stderr)
+            return None
+        cfg[key] = parse_value(value)
+    return cfg
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="phq train", description="Fine-tune a PHQ-9 regression model on chat events and labels.")
     p.add_argument("--events", required=True, help="contract events or transcript turns (JSON lines)")
@@ -386,13 +398,10 @@ def main(argv: list[str]) -> int:
     from training.data import labelled_examples, read_labels, read_transcripts, split_users
     from training.evaluate import evaluate_arrays, write_predictions
 
-    cfg = {**CONFIG, "base_model": args.base_model, "window_days": get_settings().window_days}
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        if key not in CONFIG:
-            print(f"phq train: unknown setting {key!r}; known: {', '.join(CONFIG)}", file=sys.stderr)
-            return 2
-        cfg[key] = parse_value(value)
+    cfg = apply_overrides({**CONFIG, "base_model": args.base_model, "window_days": get_settings().window_days},
+                          args.set, "phq train")
+    if cfg is None:
+        return 2
     run_dir = Path(args.run_dir or f"runs/train-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
     if (run_dir / "config.json").exists() and not args.set:
         saved = json.loads((run_dir / "config.json").read_text())
