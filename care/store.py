@@ -313,7 +313,12 @@ def erasable_tables():
 
 
 def erase_user(conn: Connection, user_id: str, when: datetime) -> dict[str, int]:
-    """Deletes the user's rows (children before parents) and records the erasure; {table: rows deleted}."""
+    """Deletes the user's rows (children before parents) and records the erasure; {table: rows deleted}.
+
+    Under the per-user lock every writer takes, so no write of the user's older data interleaves."""
+    from phq.erasures import lock_user
+
+    lock_user(conn, user_id)
     deleted = {}
     for table in reversed(erasable_tables()):
         deleted[table.name] = conn.execute(delete(table).where(table.c.user_id == user_id)).rowcount

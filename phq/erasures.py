@@ -44,6 +44,23 @@ def is_erased(erasures: Mapping[str, datetime], user_id: str, event_time: dateti
     return erased_at is not None and event_time <= erased_at
 
 
+# --- Postgres: the per-user lock and the erasure record, shared by every writer and `phq erase` ---------
+
+def lock_user(conn, user_id: str) -> None:
+    """Take the per-user transaction lock that serialises a user's writes with `phq erase` (CONTRACT v2
+    section 5: the erasure check sits inside the write transaction). Held until the transaction ends."""
+    from sqlalchemy import text
+
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:u, 0))"), {"u": user_id})
+
+
+def erased_at(conn, user_id: str) -> datetime | None:
+    """When the user was last erased, from the `erasures` table (None: never). Call under `lock_user`."""
+    from sqlalchemy import text
+
+    return conn.execute(text("SELECT erased_at FROM erasures WHERE user_id = :u"), {"u": user_id}).scalar()
+
+
 def publish_erasure(settings: Settings, user_id: str, erased_at: datetime, timeout_s: float = 20) -> None:
     """Produce the erasure and wait until the broker has it (raises when it does not)."""
     errors: list[str] = []

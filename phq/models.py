@@ -59,6 +59,7 @@ class Turn(BaseModel):
     turn: int
     role: Literal["user", "assistant"]
     text: str
+    event_id: str = ""  # the chat event it came from (evidence cites it); empty in data that predates v2
 
     def order_key(self) -> tuple:
         return (utc(self.ts), self.turn, self.session_id)

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     backend: str = "auto"  # auto | transformers | vllm
     batch_max_wait_ms: int = Field(200, ge=0)
     batch_token_budget: int = Field(16384, gt=0)
+    evidence_retention_days: float = Field(30, gt=0)  # phq9_item_evidence excerpts are deleted after this
 
     # Change events (CONTRACT section 3)
     reliable_change: float = Field(5, gt=0)

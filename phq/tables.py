@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import REAL as Real
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Column,
     DateTime,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -38,6 +40,10 @@ phq9_scores = Table(
     Column("n_tokens", Integer, nullable=False),
     Column("trigger_session_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # v2 (migration 0003): item scores 0..3 summing to `score`, and the calibrated 90% interval
+    Column("items", ARRAY(Real), nullable=True),
+    Column("score_low", Real, nullable=True),
+    Column("score_high", Real, nullable=True),
     UniqueConstraint("request_id", "model_version", name="uq_phq9_scores_request_model"),
     Index("ix_phq9_scores_user_scored_at", "user_id", "scored_at"),
 )
@@ -58,8 +64,26 @@ symptom_change_events = Table(
     Column("current_severity", Text, nullable=False),
     Column("acknowledged_at", DateTime(timezone=True), nullable=True),
     Column("acknowledged_by", Text, nullable=True),
+    Column("noise_bound", Real, nullable=True),  # v2: the calibrated 95% bound the delta exceeded
     UniqueConstraint("score_id", "kind", name="uq_symptom_change_events_score_kind"),
     Index("ix_symptom_change_events_user_detected", "user_id", "detected_at"),
+)
+
+phq9_item_evidence = Table(
+    "phq9_item_evidence",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("score_id", BigInteger, ForeignKey("phq9_scores.id", ondelete="CASCADE"), nullable=False),
+    Column("item", SmallInteger, nullable=False),
+    Column("rank", SmallInteger, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("session_id", Text, nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("excerpt", Text, nullable=False),  # health data: at most 200 characters of one user turn
+    Column("weight", Real, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("score_id", "item", "rank", name="uq_phq9_item_evidence_score_item_rank"),
+    Index("ix_phq9_item_evidence_ts", "ts"),
 )
 
 # --- Care teams (migration 0002): teams, tokens, assignments, audit log, webhooks, deliveries, erasures.

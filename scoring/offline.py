@@ -57,7 +57,8 @@ def read_histories(path: Path, settings) -> tuple[dict[str, UserHistory], int]:
         elif order >= user.trigger_order:
             user.trigger_session_id, user.trigger_ts, user.trigger_order = event.session_id, event.ts, order
         if event.event_type == "message":
-            user.turns.append(Turn(session_id=event.session_id, ts=event.ts, turn=event.turn, role=event.role, text=event.text))
+            user.turns.append(Turn(session_id=event.session_id, ts=event.ts, turn=event.turn, role=event.role,
+                                   text=event.text, event_id=event.event_id))
     return users, bad
 
 

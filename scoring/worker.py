@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from phq import topics
 from phq.changes import detect_changes
 from phq.db import engine as make_engine
+from phq.erasures import lock_user
 from phq.models import ScoringRequest
 from phq.settings import Settings
 from phq.telemetry import KAFKA_LOG, serve_metrics, setup_logging
@@ -122,7 +123,7 @@ def store_scores(conn, rows: list[dict], settings: Settings) -> list[tuple[dict,
     """
     out = []
     for row in sorted(rows, key=lambda r: (r["user_id"], r["scored_at"], r["request_id"])):
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:u, 0))"), {"u": row["user_id"]})
+        lock_user(conn, row["user_id"])
         new = conn.execute(_INSERT_SCORE, row).mappings().first()
         if new is None:
             stored = dict(conn.execute(_EXISTING_SCORE, row).mappings().one())

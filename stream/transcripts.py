@@ -156,9 +156,15 @@ def user_turns(store: Store, user_id: str) -> list[Turn]:
     for key, value in store.scan(vprefix):
         if value == b"{}":
             continue
-        session_id = _DECODER.raw_decode(key[len(vprefix):].decode())[0]
-        turns.append(Turn(session_id=session_id, **json.loads(value)))
+        session_id, event_id = _session_and_event(key[len(vprefix):].decode())
+        turns.append(Turn(session_id=session_id, event_id=event_id, **json.loads(value)))
     return turns
+
+
+def _session_and_event(rest: str) -> tuple[str, str]:
+    """The session and event ids that follow a user's prefix in an event key."""
+    session_id, end = _DECODER.raw_decode(rest)
+    return session_id, _DECODER.raw_decode(rest, end)[0]
 
 
 def build_request(store: Store, user_id: str, session_id: str, trigger_ts: datetime, rules: Rules) -> ScoringRequest:

@@ -14,7 +14,7 @@ def test_there_is_exactly_one_alembic_head():
 
 def test_migrated_tables_have_the_contract_columns(db_url):
     inspector = inspect(create_engine(db_url))
-    for table in ("phq9_scores", "symptom_change_events"):
+    for table in ("phq9_scores", "symptom_change_events", "phq9_item_evidence"):
         migrated = {c["name"] for c in inspector.get_columns(table)}
         assert migrated == set(metadata.tables[table].columns.keys())
 

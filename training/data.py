@@ -67,11 +67,11 @@ def read_transcripts(path: str | Path) -> tuple[dict[str, list[Turn]], dict]:
                     if event.event_type != "message":
                         continue
                     user, turn = event.user_id, Turn(session_id=event.session_id, ts=event.ts, turn=event.turn,
-                                                     role=event.role, text=event.text)
+                                                     role=event.role, text=event.text, event_id=event.event_id)
                 else:
                     user = obj["user_id"]
                     turn = Turn(session_id=obj["session_id"], ts=parse_rfc3339(obj["ts"]), turn=obj["turn"],
-                                role=obj["role"], text=obj["text"])
+                                role=obj["role"], text=obj["text"], event_id=str(obj.get("event_id", "")))
             except (InvalidEvent, ValueError, KeyError, TypeError) as exc:
                 reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 print(f"{path}:{line_no}: skipped: {reason}", file=sys.stderr)
