@@ -1,7 +1,7 @@
 """The PHQ-9's own structure: its nine items and the frequency rule that maps days to an item score.
 
-Shared by the item model (scoring), `phq synth`'s labels and evaluation (training), so the
-questionnaire is written down once. No heavy imports.
+Shared by the item model (scoring), `phq synth`'s labels, evaluation (training) and the dashboard (care),
+so the questionnaire is written down once. No heavy imports.
 """
 
 from __future__ import annotations
