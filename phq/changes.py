@@ -1,7 +1,8 @@
 """Change events of CONTRACT section 3: what changed between a score and its predecessor.
 
-Pure rules, thresholds passed in (from PHQ_RELIABLE_CHANGE and PHQ_CLINICAL_THRESHOLD); the scoring
-worker finds the predecessor (same user and model version, previous by `scored_at`) and stores them.
+Pure rules, thresholds passed in (from PHQ_RELIABLE_CHANGE and PHQ_CLINICAL_THRESHOLD, and v2's noise
+bound from the model's calibration); the scoring worker finds the predecessor (same user and model
+version, previous by `scored_at`) and stores them.
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ class Change:
     delta: float
     previous_severity: str
     current_severity: str
+    noise_bound: float | None = None  # v2: the calibrated 95% bound |delta| reached (None: v1 rules)
 
 
 def detect_changes(
-    previous: float, current: float, *, reliable_change: float = 5, clinical_threshold: float = 10
+    previous: float, current: float, *, reliable_change: float = 5, clinical_threshold: float = 10,
+    noise_bound: float | None = None,
 ) -> list[Change]:
-    """Every change kind that holds between two consecutive scores (higher PHQ-9 is worse)."""
+    """Every change kind that holds between two consecutive scores (higher PHQ-9 is worse).
+
+    v2: with a noise bound (the model's calibrated 95% bound for a difference of two of its scores),
+    a change is an event only when |delta| also reaches it; a band change or threshold crossing within
+    the model's noise is no event (it still shows in the trajectory). Without one, the v1 rules."""
     delta = current - previous
     prev_band, cur_band = severity(previous), severity(current)
+    if noise_bound is not None and abs(delta) < noise_bound:
+        return []
     kinds = []
     if abs(delta) >= reliable_change:
         kinds.append(RELIABLE_CHANGE)
@@ -41,4 +50,4 @@ def detect_changes(
     if prev_band != cur_band:
         kinds.append(SEVERITY_BAND_CHANGE)
     direction = "worsening" if delta > 0 else "improvement"
-    return [Change(k, direction, previous, current, delta, prev_band, cur_band) for k in kinds]
+    return [Change(k, direction, previous, current, delta, prev_band, cur_band, noise_bound) for k in kinds]

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 META_FILE = "phq.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a regressor directory
+ITEMS_FORMAT_VERSION = 2  # an item-model directory (kind "items"): readers of version 1 refuse it
+READABLE_FORMATS = (FORMAT_VERSION, ITEMS_FORMAT_VERSION)
 
 DEFAULT_SYSTEM_PROMPT = (
     "Below are a person's conversations with a mental-health support app over the last two weeks, "
@@ -55,6 +57,12 @@ class ModelMeta:
     base_model: str = ""
     created_at: str = ""
     format_version: int = FORMAT_VERSION
+    # "regressor": a backbone with a one-output head on the rendered window; "items": the item model
+    # (scoring/itemmodel.py), nine item scores with evidence from the user's own clauses.
+    kind: str = "regressor"
+    items: dict = field(default_factory=dict)  # the item model's settings (its constants, its encoder)
+    # Split-conformal calibration from held-out residuals (scoring/calibration.py); None: uncalibrated.
+    calibration: dict | None = None
 
     def to_points(self, raw: float) -> float:
         """Raw model output -> PHQ-9 points (unclipped). The only place target scaling happens."""
@@ -70,8 +78,8 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, data: dict) -> ModelMeta:
         version = data.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"phq.json has format_version {version}; this code reads {FORMAT_VERSION}: upgrade phq-monitor")
+        if version not in READABLE_FORMATS:
+            raise ValueError(f"phq.json has format_version {version}; this code reads {list(READABLE_FORMATS)}: upgrade phq-monitor")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["template"] = Template.from_dict(data.get("template") or {})
         return cls(**known)

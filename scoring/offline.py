@@ -110,26 +110,47 @@ def score_row(s: OfflineScore, model_version: str) -> dict:
         "n_user_turns": out.n_user_turns,
         "n_tokens": out.n_tokens,
         "trigger_session_id": s.trigger_session_id,
+        "items": list(out.items) if out.items is not None else None,
+        "score_low": out.score_low,
+        "score_high": out.score_high,
     }
 
 
-def write_scores(db_url: str, rows: list[dict]) -> int:
-    """Insert rows, skipping any already stored for the same (request_id, model_version)."""
+def output_line(s: OfflineScore, model_version: str) -> dict:
+    """One line of `phq score`'s output (CONTRACT section 5, v2): the score, its items and interval, and
+    per item its evidence excerpts with their event ids."""
+    out = s.output
+    evidence: dict[str, list[dict]] = {}
+    for e in out.evidence:
+        evidence.setdefault(str(e.item), []).append(
+            {"rank": e.rank, "event_id": e.event_id, "session_id": e.session_id, "ts": e.ts.isoformat(),
+             "excerpt": e.excerpt, "weight": e.weight})
+    return {"user_id": s.user_id, "score": out.score, "severity": out.severity, "n_tokens": out.n_tokens,
+            "model_version": model_version, "items": list(out.items) if out.items is not None else None,
+            "score_low": out.score_low, "score_high": out.score_high, "evidence": evidence}
+
+
+def write_scores(db_url: str, rows: list[dict], evidence: dict[str, list[dict]] | None = None) -> int:
+    """Insert rows with their evidence (`evidence` by request_id), skipping any already stored for the
+    same (request_id, model_version). Backfills raise no change events."""
     from sqlalchemy.dialects.postgresql import insert
 
     from phq.db import engine
     from phq.tables import phq9_scores
+    from scoring.worker import store_evidence
 
     if not rows:
         return 0
-    # RETURNING counts what was inserted (executemany's rowcount is -1 under psycopg 3).
     stmt = insert(phq9_scores).on_conflict_do_nothing(index_elements=["request_id", "model_version"]).returning(phq9_scores.c.id)
     eng = engine(db_url)
     try:
         with eng.begin() as conn:
             inserted = 0
-            for start in range(0, len(rows), 500):
-                inserted += len(conn.execute(stmt, rows[start : start + 500]).all())
+            for row in rows:
+                new_id = conn.execute(stmt, row).scalar()
+                if new_id is not None:
+                    inserted += 1
+                    store_evidence(conn, new_id, (evidence or {}).get(row["request_id"], []))
     finally:
         eng.dispose()
     return inserted
@@ -169,14 +190,15 @@ def main(argv: list[str]) -> int:
     finally:
         scorer.close()
     for s in results:
-        line = {"user_id": s.user_id, "score": s.output.score, "severity": s.output.severity,
-                "n_tokens": s.output.n_tokens, "model_version": scorer.model_version}
-        print(json.dumps(line), flush=False)
+        print(json.dumps(output_line(s, scorer.model_version), ensure_ascii=False), flush=False)
     sys.stdout.flush()
     summary = f"phq score: {len(results)} user(s) scored with {scorer.model_version}"
     summary += f", {len(users) - len(results)} without a user turn in their window, {bad} bad line(s) skipped"
     if args.write:
-        inserted = write_scores(settings.db_url(), [score_row(s, scorer.model_version) for s in results])
+        from scoring.worker import evidence_rows
+
+        evidence = {s.request_id: evidence_rows(s.output, settings.evidence_retention_days) for s in results}
+        inserted = write_scores(settings.db_url(), [score_row(s, scorer.model_version) for s in results], evidence)
         summary += f"; stored {inserted} new row(s), {len(results) - inserted} already there"
     print(summary, file=sys.stderr)
     return 0

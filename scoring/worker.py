@@ -37,6 +37,7 @@ from phq.erasures import lock_user
 from phq.models import ScoringRequest
 from phq.settings import Settings
 from phq.telemetry import KAFKA_LOG, serve_metrics, setup_logging
+from scoring import calibration
 from phq.txn import read_erasures_with_retry
 
 log = logging.getLogger("phq.score_worker")
@@ -58,6 +59,9 @@ LAG = Gauge("phq_worker_consumer_lag", "Requests not yet consumed, by partition"
 REBALANCES = Counter("phq_worker_assignments_total", "Partition assignments received (rebalances)")
 
 
+EVIDENCE_PURGE_INTERVAL_S = 3600
+
+
 def group_id(settings: Settings) -> str:
     return settings.topic("phq-score-worker")
 
@@ -77,9 +81,9 @@ class Item:
 
 _INSERT_SCORE = text("""
     INSERT INTO phq9_scores (request_id, user_id, scored_at, window_start, window_end, score, severity,
-        model_version, n_sessions, n_user_turns, n_tokens, trigger_session_id)
+        model_version, n_sessions, n_user_turns, n_tokens, trigger_session_id, items, score_low, score_high)
     VALUES (:request_id, :user_id, :scored_at, :window_start, :window_end, :score, :severity,
-        :model_version, :n_sessions, :n_user_turns, :n_tokens, :trigger_session_id)
+        :model_version, :n_sessions, :n_user_turns, :n_tokens, :trigger_session_id, :items, :score_low, :score_high)
     ON CONFLICT (request_id, model_version) DO NOTHING
     RETURNING *""")
 _EXISTING_SCORE = text("SELECT * FROM phq9_scores WHERE request_id = :request_id AND model_version = :model_version")
@@ -90,14 +94,21 @@ _PREDECESSOR = text("""
     ORDER BY scored_at DESC, request_id DESC LIMIT 1""")
 _INSERT_CHANGE = text("""
     INSERT INTO symptom_change_events (user_id, score_id, detected_at, kind, direction, previous_score,
-        current_score, delta, previous_severity, current_severity)
+        current_score, delta, previous_severity, current_severity, noise_bound)
     VALUES (:user_id, :score_id, now(), :kind, :direction, :previous_score, :current_score, :delta,
-        :previous_severity, :current_severity)
+        :previous_severity, :current_severity, :noise_bound)
     ON CONFLICT (score_id, kind) DO NOTHING""")
+_INSERT_EVIDENCE = text("""
+    INSERT INTO phq9_item_evidence (score_id, item, rank, event_id, session_id, ts, excerpt, weight)
+    VALUES (:score_id, :item, :rank, :event_id, :session_id, :ts, :excerpt, :weight)
+    ON CONFLICT (score_id, item, rank) DO NOTHING""")
+# Evidence excerpts are health data: kept at most PHQ_EVIDENCE_RETENTION_DAYS after the turn was written.
+_PURGE_EVIDENCE = text("DELETE FROM phq9_item_evidence WHERE ts < now() - make_interval(secs => :seconds)")
 _CHANGES_OF = text("SELECT * FROM symptom_change_events WHERE score_id = :score_id ORDER BY kind")
 
 
 def score_row(request: ScoringRequest, output, model_version: str) -> dict:
+    items = getattr(output, "items", None)
     return {
         "request_id": request.request_id,
         "user_id": request.user_id,
@@ -111,15 +122,43 @@ def score_row(request: ScoringRequest, output, model_version: str) -> dict:
         "n_user_turns": output.n_user_turns,
         "n_tokens": output.n_tokens,
         "trigger_session_id": request.trigger_session_id,
+        "items": list(items) if items is not None else None,
+        "score_low": getattr(output, "score_low", None),
+        "score_high": getattr(output, "score_high", None),
     }
 
 
-def store_scores(conn, rows: list[dict], settings: Settings) -> list[tuple[dict, list[dict]]]:
+def evidence_rows(output, retention_days: float, now: datetime | None = None) -> list[dict]:
+    """The phq9_item_evidence rows of one score (without score_id): excerpts already past retention
+    are never written."""
+    now = now or datetime.now(timezone.utc)
+    horizon = now.timestamp() - retention_days * 86400
+    return [
+        {"item": e.item, "rank": e.rank, "event_id": e.event_id, "session_id": e.session_id, "ts": e.ts,
+         "excerpt": e.excerpt[:200], "weight": e.weight}
+        for e in getattr(output, "evidence", ()) or ()
+        if e.ts.timestamp() >= horizon
+    ]
+
+
+def store_evidence(conn, score_id: int, rows: list[dict]) -> None:
+    if rows:
+        conn.execute(_INSERT_EVIDENCE, [{"score_id": score_id, **r} for r in rows])
+
+
+def purge_evidence(conn, retention_days: float) -> int:
+    return conn.execute(_PURGE_EVIDENCE, {"seconds": retention_days * 86400}).rowcount
+
+
+def store_scores(conn, rows: list[dict], settings: Settings, *, evidence: dict[str, list[dict]] | None = None,
+                 noise_bound: float | None = None) -> list[tuple[dict, list[dict]]]:
     """Insert scores and their change events in one open transaction, idempotently.
 
     Returns every row with its change events, new or already there, so outputs can be (re)published.
     Rows go in (user, scored_at) order under a per-user lock, so each is compared with the score
-    before it by scored_at even while a rebalance lets two workers touch one user.
+    before it by scored_at even while a rebalance lets two workers touch one user. A new row's evidence
+    (`evidence` by request_id) goes in with it; change events follow the v2 rule when the model has a
+    calibrated `noise_bound`.
     """
     out = []
     for row in sorted(rows, key=lambda r: (r["user_id"], r["scored_at"], r["request_id"])):
@@ -129,18 +168,19 @@ def store_scores(conn, rows: list[dict], settings: Settings) -> list[tuple[dict,
             stored = dict(conn.execute(_EXISTING_SCORE, row).mappings().one())
         else:
             stored = dict(new)
-            _insert_changes(conn, stored, settings)
+            store_evidence(conn, stored["id"], (evidence or {}).get(row["request_id"], []))
+            _insert_changes(conn, stored, settings, noise_bound)
         changes = [dict(c) for c in conn.execute(_CHANGES_OF, {"score_id": stored["id"]}).mappings()]
         out.append((stored, changes))
     return out
 
 
-def _insert_changes(conn, stored: dict, settings: Settings) -> None:
+def _insert_changes(conn, stored: dict, settings: Settings, noise_bound: float | None = None) -> None:
     previous = conn.execute(_PREDECESSOR, stored).mappings().first()
     if previous is None:
         return
     for change in detect_changes(previous["score"], stored["score"], reliable_change=settings.reliable_change,
-                                 clinical_threshold=settings.clinical_threshold):
+                                 clinical_threshold=settings.clinical_threshold, noise_bound=noise_bound):
         conn.execute(_INSERT_CHANGE, {"user_id": stored["user_id"], "score_id": stored["id"], **change.__dict__})
 
 
@@ -166,6 +206,7 @@ class ScoringWorker:
         self.running = True
         self.failure: BaseException | None = None
         self.to_commit: dict[tuple[int, int], int] = {}  # (partition, generation) -> next offset, from rounds
+        self.next_purge = 0.0  # monotonic time of the next evidence purge
         self.erasures = read_erasures_with_retry(settings)
         self.consumer = Consumer({
             "bootstrap.servers": settings.kafka(),
@@ -273,12 +314,26 @@ class ScoringWorker:
     def _scoring_loop(self) -> None:
         try:
             while self.running:
+                self._purge_evidence()
                 items = self._take_round()
                 if items:
                     self.run_round(items)
         except BaseException as exc:
             self.failure = exc  # the poll thread stops and main() exits non-zero; a restart redoes the round
             log.exception("scoring thread failed")
+
+    def _purge_evidence(self) -> None:
+        """Hourly (and at start): delete evidence excerpts older than PHQ_EVIDENCE_RETENTION_DAYS."""
+        if time.monotonic() < self.next_purge:
+            return
+        self.next_purge = time.monotonic() + EVIDENCE_PURGE_INTERVAL_S
+        try:
+            with self.engine.begin() as conn:
+                n = purge_evidence(conn, self.settings.evidence_retention_days)
+            if n:
+                log.info("expired evidence excerpts deleted", extra={"rows": n})
+        except DBAPIError as exc:  # retried at the next interval; scoring goes on
+            log.warning("evidence purge failed", extra={"error": type(exc.orig).__name__})
 
     def _take_round(self) -> list[Item]:
         """A prefix of the inbox, rendered: up to PHQ_BATCH_TOKEN_BUDGET real tokens, or whatever came
@@ -330,7 +385,8 @@ class ScoringWorker:
         requests = [item.request for item in scored]
         outputs = self._score([item.rendered for item in scored])
         rows = [score_row(r, o, self.scorer.model_version) for r, o in zip(requests, outputs)]
-        stored = self._store(rows) if rows else []
+        evidence = {r.request_id: evidence_rows(o, self.settings.evidence_retention_days) for r, o in zip(requests, outputs)}
+        stored = self._store(rows, evidence) if rows else []
         self._publish(stored, items)
         now = datetime.now(timezone.utc)
         for request in requests:
@@ -350,12 +406,13 @@ class ScoringWorker:
         TOKEN_FILL.observe(sum(o.n_tokens for o in outputs) / self.settings.batch_token_budget)
         return outputs
 
-    def _store(self, rows: list[dict]) -> list[tuple[dict, list[dict]]]:
+    def _store(self, rows: list[dict], evidence: dict[str, list[dict]]) -> list[tuple[dict, list[dict]]]:
         delay = 0.2
+        bound = calibration.change_bound(getattr(self.scorer.meta, "calibration", None))
         while True:
             try:
                 with self.engine.begin() as conn:
-                    return store_scores(conn, rows, self.settings)
+                    return store_scores(conn, rows, self.settings, evidence=evidence, noise_bound=bound)
             except DBAPIError as exc:
                 if not (exc.connection_invalidated or _is_connection_error(exc)) or not self.running:
                     raise

@@ -101,3 +101,12 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
 @pytest.fixture
 def phq_env(settings):
     return lambda **extra: env_for(settings, **extra)
+
+
+@pytest.fixture(scope="session")
+def coldstart_model(tmp_path_factory):
+    """The cold-start item model directory (built once per machine in the shared cache, as serving does)."""
+    from scoring.engine import coldstart_dir
+    from scoring.coldstart import build_coldstart
+
+    return build_coldstart(coldstart_dir(str(tmp_path_factory.mktemp("models"))))

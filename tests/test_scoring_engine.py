@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scoring.engine import Scorer, untrained_dir
+from scoring.engine import Scorer, coldstart_dir
 from scoring.model import build_untrained, read_meta, resolve_model_path
 from scoring.testing import make_window
 
@@ -26,12 +26,13 @@ def test_build_untrained_is_deterministic_and_cached(untrained, tmp_path):
     assert read_meta(other).model_version.startswith("untrained-")
 
 
-def test_from_settings_builds_untrained_outside_model_dir(tmp_path):
+def test_from_settings_builds_the_coldstart_item_model_outside_model_dir(tmp_path):
     model_dir = tmp_path / "models"
     scorer = Scorer.from_settings(str(model_dir), "", backend="transformers")
-    assert scorer.model_version.startswith("untrained-")
-    assert untrained_dir(str(model_dir)) == tmp_path / "untrained"
-    assert resolve_model_path(str(model_dir), "") is None  # the untrained one never counts as newest
+    assert scorer.model_version.startswith("coldstart-")
+    assert read_meta(coldstart_dir(str(model_dir))).kind == "items"
+    assert not coldstart_dir(str(model_dir)).is_relative_to(model_dir)
+    assert resolve_model_path(str(model_dir), "") is None  # the built-in one never counts as newest
 
 
 def test_score_returns_one_clipped_output_per_window(untrained):

@@ -48,7 +48,8 @@ def test_prints_one_line_per_user_with_a_user_turn_and_reports_bad_lines(tmp_pat
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["user_id"] for r in rows] == ["u1"]
-    assert set(rows[0]) == {"user_id", "score", "severity", "n_tokens", "model_version"}
+    assert set(rows[0]) == {"user_id", "score", "severity", "n_tokens", "model_version", "items", "score_low", "score_high",
+                            "evidence"}
     assert 0 <= rows[0]["score"] <= 27 and rows[0]["model_version"].startswith("untrained-")
     assert "events.jsonl:3: skipped: event is not JSON" in err
     assert "events.jsonl:8: skipped:" in err

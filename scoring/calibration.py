@@ -1,0 +1,68 @@
+"""Calibrated uncertainty of a model's scores: split-conformal intervals from held-out residuals, and the
+noise bound a change between two scores of one user must exceed (CONTRACT v2 section 3).
+
+`fit` runs where labels are (training, or the cold-start model's one-off calibration on held-out
+synthetic users); `interval` and `change_bound` run at serving time from the dict in `phq.json`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from phq.models import PHQ9_MAX, PHQ9_MIN, severity
+
+COVERAGE = 0.90  # score_low..score_high
+CHANGE_Z = 1.96  # the 95% bound for a difference of two scores
+MIN_PER_BAND = 30  # fewer held-out users in a band: that band uses the overall quantile
+
+
+def _conformal_quantile(abs_residuals: list[float], coverage: float) -> float:
+    """The split-conformal quantile: the ceil((n+1) * coverage)-th smallest absolute residual."""
+    r = sorted(abs_residuals)
+    n = len(r)
+    k = math.ceil((n + 1) * coverage)
+    return float(r[min(k, n) - 1])
+
+
+def fit(y_true, y_pred, *, source: str, model_version: str = "", coverage: float = COVERAGE) -> dict:
+    """A calibration from held-out (true, predicted) totals; by predicted severity band where a band has
+    at least MIN_PER_BAND users and its quantile differs from the overall one."""
+    pairs = [(float(t), float(p)) for t, p in zip(y_true, y_pred)]
+    if len(pairs) < 10:
+        raise ValueError(f"calibration needs at least 10 held-out users, got {len(pairs)}")
+    residuals = [t - p for t, p in pairs]
+    overall = _conformal_quantile([abs(r) for r in residuals], coverage)
+    by_band = {}
+    for band in ("minimal", "mild", "moderate", "moderately_severe", "severe"):
+        rb = [abs(t - p) for t, p in pairs if severity(p) == band]
+        if len(rb) >= MIN_PER_BAND:
+            by_band[band] = {"q": _conformal_quantile(rb, coverage), "n": len(rb)}
+    mean = sum(residuals) / len(residuals)
+    se = math.sqrt(sum((r - mean) ** 2 for r in residuals) / max(1, len(residuals) - 1))
+    return {
+        "method": "split-conformal",
+        "coverage": coverage,
+        "n": len(pairs),
+        "q": overall,
+        "by_band": by_band,
+        "se": se,  # standard error of one score (residual standard deviation)
+        "change_bound": CHANGE_Z * math.sqrt(2.0) * se,
+        "source": source,
+        "model_version": model_version,
+    }
+
+
+def interval(cal: dict | None, score: float) -> tuple[float | None, float | None]:
+    """The 90% interval of a (clipped) score, or (None, None) without a calibration."""
+    if not cal:
+        return None, None
+    q = cal.get("by_band", {}).get(severity(score), {}).get("q", cal["q"])
+    low, high = max(PHQ9_MIN, score - q), min(PHQ9_MAX, score + q)
+    return round(low, 3), round(high, 3)
+
+
+def change_bound(cal: dict | None) -> float | None:
+    """The |delta| a change between two scores of one user must reach to be beyond the model's noise."""
+    if not cal:
+        return None
+    return float(cal["change_bound"])
