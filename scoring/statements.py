@@ -83,6 +83,7 @@ ITEM_FACETS: dict[int, dict[str, tuple[str, ...]]] = {
             "I think I have depression and anxiety",
         ),
         "hopeless": (
+            "I feel hopeless",
             "I feel hopeless about the future",
             "I don't think things will ever get better",
             "What's the point of trying, nothing ever changes",
