@@ -16,7 +16,12 @@ MIN_CLAUSE_CHARS = 2
 
 _SENTENCE_END = re.compile(r"(?<=[.!?\u2026])[\"')\]]*\s+|\n+|(?<=[.!?])(?=[A-Z])")
 # Clause boundaries inside a sentence: "I'm fine but I can't sleep" is two statements.
-_CLAUSE_BREAK = re.compile(r"\s*(?:;|\s-\s|\s\u2013\s|,?\s+but\s+|,?\s+although\s+|,?\s+though\s+|,?\s+however,?\s+)\s*", re.I)
+_CLAUSE_BREAK = re.compile(
+    r"\s*(?:;|\s-\s|\s\u2013\s|,?\s+but\s+|,?\s+although\s+|,?\s+though\s+|,?\s+however,?\s+|,?\s+because\s+)\s*",
+    re.I)
+# "I'm depressed and unable to connect": two statements, cut where both sides are long enough to be one
+# ("I can't eat and sleep" stays whole).
+_AND = re.compile(r",?\s+and\s+", re.I)
 _WORD = re.compile(r"[a-z']+")
 
 
@@ -34,7 +39,7 @@ def split_clauses(text: str, max_clauses: int | None = None) -> list[tuple[str, 
     """(clause, start, end) of a turn's text, in order; whitespace-only pieces dropped."""
     out: list[tuple[str, int, int]] = []
     for s_start, s_end in _spans(text, _SENTENCE_END, 0, len(text)):
-        for c_start, c_end in _spans(text, _CLAUSE_BREAK, s_start, s_end):
+        for c_start, c_end in _and_spans(text, _spans(text, _CLAUSE_BREAK, s_start, s_end)):
             for p_start, p_end in _chunks(text, c_start, c_end):
                 piece = text[p_start:p_end].strip()
                 if len(piece) >= MIN_CLAUSE_CHARS and any(ch.isalnum() for ch in piece):
@@ -54,6 +59,18 @@ def _spans(text: str, pattern: re.Pattern, start: int, end: int) -> list[tuple[i
     if pos < end:
         spans.append((pos, end))
     return spans
+
+
+def _and_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for start, end in spans:
+        pos = start
+        for m in _AND.finditer(text, start, end):
+            if len(text[pos:m.start()].split()) >= 2 and len(text[m.end():end].split()) >= 3:
+                out.append((pos, m.start()))
+                pos = m.end()
+        out.append((pos, end))
+    return out
 
 
 def _chunks(text: str, start: int, end: int) -> list[tuple[int, int]]:

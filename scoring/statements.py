@@ -55,6 +55,8 @@ ITEM_FACETS: dict[int, dict[str, tuple[str, ...]]] = {
             "I can't laugh anymore",
             "I don't feel like myself anymore",
             "I don't have emotions anymore",
+            "I've lost myself",
+            "I don't know what I want in life anymore",
         ),
     },
     2: {  # feeling down, depressed, or hopeless
@@ -140,6 +142,12 @@ ITEM_FACETS: dict[int, dict[str, tuple[str, ...]]] = {
             "Someone I love is very sick",
             "My marriage is falling apart",
             "I'm in an abusive relationship",
+            "I got fired and I can't pay my rent",
+            "I'm drowning in debt",
+            "My wife wants a divorce",
+            "Someone close to me just died",
+            "I was diagnosed with a serious illness",
+            "I'm in constant pain",
         ),
     },
     3: {  # trouble falling or staying asleep, or sleeping too much
@@ -340,6 +348,7 @@ ITEM_FACETS: dict[int, dict[str, tuple[str, ...]]] = {
             "I keep making mistakes because I can't concentrate",
             "I keep forgetting things",
             "I can't make even simple decisions",
+            "I'm distracted and unfocused all the time",
         ),
     },
     8: {  # moving or speaking slowly, or fidgety and restless
@@ -413,6 +422,8 @@ ITEM_FACETS: dict[int, dict[str, tuple[str, ...]]] = {
             "I scratch and burn myself",
             "I have thoughts of self-harm",
             "I want to cut again",
+            "I have the urge to cut myself",
+            "I can't stop self-harming",
         ),
     },
 }
