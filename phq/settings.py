@@ -110,9 +110,11 @@ class Settings(BaseSettings):
         explicit = getattr(self, f"{role}_database_url")
         if explicit:
             return explicit
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import URL, make_url
 
-        return make_url(owner).set(username=f"phq_{role}", password=None).render_as_string(hide_password=False)
+        base = make_url(owner)  # the owner's password is not the role's: it comes from libpq's ~/.pgpass, if any
+        return URL.create(base.drivername, f"phq_{role}", None, base.host, base.port, base.database,
+                          base.query).render_as_string(hide_password=False)
 
     def hash_key(self) -> bytes:
         """The key of the keyed user-id hash: PHQ_ID_HASH_KEY, else the dev services' generated one."""
