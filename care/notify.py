@@ -40,6 +40,7 @@ from phq.telemetry import setup_logging
 log = logging.getLogger("phq.notify")
 
 RETRYABLE = {408, 425, 429}
+MAX_BIGINT = 2**63 - 1
 POLL_S = 0.2  # how often due deliveries are looked for
 
 
@@ -88,11 +89,11 @@ class Notifier:
         """Step 1 for one record; returns what happened to it."""
         try:
             alert = json.loads(msg.value())
-            alert_id, user_id = int(alert["id"]), alert["user_id"]
-            if not isinstance(user_id, str):
-                raise TypeError("user_id")
+            alert_id, user_id = alert["id"], alert["user_id"]
+            if type(alert_id) is not int or not 1 <= alert_id <= MAX_BIGINT or not isinstance(user_id, str):
+                raise TypeError("id or user_id")
         except (ValueError, KeyError, TypeError):
-            return "malformed"
+            return "malformed"  # a record no worker wrote: nothing of it is sent
         self.last_activity = time.monotonic()
         while True:
             try:

@@ -103,9 +103,11 @@ def test_a_webhook_gets_the_stored_alert_with_fixed_fields_signed_after_retries(
         ids = add_scores(conn, ours, [3, 12, 4], half_width=2.5, noise_bound=3.9)[1]
         other = add_scores(conn, theirs, [1, 9])[1]
         rows = change_event_rows(conn, ids + other)
-    forged = {**rows[0], "id": 9_000_000, "current_score": 27.0}  # on the topic, but never stored
-    tampered = {**rows[0], "delta": 99.0}  # a stored id with altered fields
-    publish_alerts(settings, rows + [forged, tampered])
+    # on the topic but never stored, a stored id with altered fields, and records no worker writes
+    forged = {**rows[0], "id": 9_000_000, "current_score": 27.0}
+    tampered = {**rows[0], "delta": 99.0}
+    poison = [{"id": 10**30, "user_id": ours}, {"id": str(ids[0]), "user_id": ours}, {"user_id": ours}]
+    publish_alerts(settings, rows + [forged, tampered] + poison)
     done = run_phq(["notify", "--allow-http", "--idle-exit", "2"], phq_env(**FAST), timeout=90)
     receiver.close()
     assert done.returncode == 0, done.stderr[-2000:]
