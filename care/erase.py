@@ -2,8 +2,8 @@
 
 Order: publish the erasure to `phq.erasures` first, so every process starts ignoring the user's
 older events, requests and alerts; then delete their rows in one Postgres transaction (which also
-removes anything written while the processes caught up). The audit log keeps its id-only rows.
-Running it again is safe.
+removes anything written while the processes caught up). What survives (the erasure record, audit
+rows, the delivery log) keeps only the keyed hash of the id. Running it again is safe.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main(argv: list[str]) -> int:
         print(f"phq erase: could not publish to phq.erasures ({exc}); nothing was deleted: rerun when the "
               "broker is reachable", file=sys.stderr)
         return 1
+    redacted = deleted.pop("care_audit_log", 0)
     counts = ", ".join(f"{table} {n}" for table, n in sorted(deleted.items()))
-    print(f"erased user {args.user_id!r}: rows deleted: {counts}; published to phq.erasures")
+    print(f"erased user {args.user_id!r}: rows deleted: {counts}; audit rows keeping only a keyed hash: "
+          f"{redacted}; published to phq.erasures")
     return 0

@@ -61,10 +61,44 @@ class Score(BaseModel):
     n_tokens: int
     trigger_session_id: str
     created_at: datetime
+    items: list[float] | None = Field(
+        None, description="The nine PHQ-9 item scores (0..3, questionnaire order) summing to `score`; "
+                          "null for a model without items")
+    score_low: float | None = Field(None, description="Lower end of the model's calibrated 90% interval")
+    score_high: float | None = Field(None, description="Upper end of the model's calibrated 90% interval")
 
 
 class Trajectory(Page[Score]):
     user_id: str
+
+
+class Quote(BaseModel):
+    rank: int = Field(description="1 is the turn that weighed most for the item")
+    event_id: str
+    session_id: str
+    ts: datetime
+    excerpt: str = Field(description="At most 200 characters of the user's own turn (user-written text)")
+    weight: float | None
+
+
+class ItemEvidence(BaseModel):
+    item: int = Field(description="1..9, questionnaire order")
+    key: str
+    label: str
+    score: float | None = Field(description="The item's score 0..3; null for a model without items")
+    evidence: list[Quote]
+
+
+class ScoreEvidence(BaseModel):
+    score_id: int
+    user_id: str
+    scored_at: datetime
+    score: float
+    severity: Severity
+    score_low: float | None
+    score_high: float | None
+    model_version: str
+    items: list[ItemEvidence] = Field(description="Always the nine PHQ-9 items, in questionnaire order")
 
 
 class Alert(BaseModel):
@@ -79,6 +113,9 @@ class Alert(BaseModel):
     previous_score: float
     current_score: float
     delta: float
+    noise_bound: float | None = Field(
+        None, description="The model's calibrated 95% bound for a difference of two scores that |delta| exceeded; "
+                          "null under the v1 rules (model without calibration)")
     previous_severity: Severity
     current_severity: Severity
     acknowledged_at: datetime | None
@@ -95,10 +132,13 @@ class Acknowledgement(BaseModel):
 class AuditEntry(BaseModel):
     id: int
     at: datetime
-    token_label: str
-    user_id: str | None
+    token_label: str | None
+    user_id: str | None = Field(description="null when no user was involved, or the user has since been erased")
     alert_id: int | None
+    score_id: int | None
     action: str
+    outcome: Literal["allowed", "denied"]
+    reason: str | None = Field(description="Why a request was denied (e.g. not_found, expired_token)")
 
 
 class Health(BaseModel):

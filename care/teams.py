@@ -1,7 +1,9 @@
-"""`phq team`: care teams, their tokens, user assignments and webhooks (CONTRACT section 5).
+"""`phq team`: care teams, their tokens, user assignments, webhooks and alert deliveries (CONTRACT
+section 5).
 
 A new token or webhook secret is printed once, alone on the last line; only its hash (token) or
-the secret itself (needed to sign deliveries) is stored.
+the secret itself (needed to sign deliveries) is stored. Webhooks are https:// only, unless
+--allow-http is given for a loopback host (local development).
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timedelta, timezone
-from urllib.parse import urlsplit
 
 from care import store
+from care.webhooks import masked, url_problem
 from phq.db import engine
 from phq.settings import get_settings
 
@@ -35,6 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     webhook.add_argument("team")
     webhook.add_argument("url")
     webhook.add_argument("--rotate-secret", action="store_true", help="issue a new signing secret")
+    webhook.add_argument("--allow-http", action="store_true",
+                         help="accept an http:// URL on a loopback host (local development only)")
+    deliveries = sub.add_parser("deliveries", help="list alert deliveries (newest first) and count them by state")
+    deliveries.add_argument("team", nargs="?", help="only this team's (default: every team's)")
+    deliveries.add_argument("--failed", action="store_true", help="only those that failed (dead-lettered)")
+    deliveries.add_argument("--limit", type=int, default=100, help="rows to show (default %(default)s)")
+    redeliver = sub.add_parser("redeliver", help="send deliveries again, with a fresh retry horizon")
+    redeliver.add_argument("delivery_ids", nargs="*", type=int, metavar="DELIVERY_ID",
+                           help="ids from `phq team deliveries`")
+    redeliver.add_argument("--failed", action="store_true", help="every failed delivery (of --team)")
+    redeliver.add_argument("--team", help="only this team's")
     return parser
 
 
@@ -101,20 +114,53 @@ def unassign(conn, args) -> int:
 
 
 def webhook(conn, args) -> int:
-    parts = urlsplit(args.url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return _fail(f"webhook URL must be http(s)://host/...; got {args.url!r}")
+    problem = url_problem(args.url, args.allow_http)
+    if problem is not None:
+        return _fail(f"{problem}; got {masked(args.url)}")
     secret = store.set_webhook(conn, _team(conn, args.team), args.url, args.rotate_secret)
     if secret is None:
-        print(f"webhook of team {args.team!r} set to {args.url}; signing secret unchanged")
+        print(f"webhook of team {args.team!r} set to {masked(args.url)}; signing secret unchanged")
     else:
-        print(f"webhook of team {args.team!r} set to {args.url}; its signing secret is shown only now:")
+        print(f"webhook of team {args.team!r} set to {masked(args.url)}; its signing secret is shown only now:")
         print(secret)
     return 0
 
 
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def deliveries(conn, args) -> int:
+    team = _team(conn, args.team) if args.team else None
+    states = ("failed",) if args.failed else ("pending", "delivered", "failed", "cancelled")
+    rows = store.list_deliveries(conn, team, states, args.limit)
+    print("id\talert\tteam\tstate\tattempts\tqueued\tlast attempt\tlast result")
+    for r in rows:
+        result = r["last_error"] or (f"HTTP {r['last_http_status']}" if r["last_http_status"] else "-")
+        print(f"{r['id']}\t{r['alert_id']}\t{r['team']}\t{r['state']}\t{r['attempts']}\t{_when(r['created_at'])}"
+              f"\t{_when(r['last_attempt_at'])}\t{result}")
+    counts = store.count_deliveries(conn, team)
+    print(", ".join(f"{state} {counts.get(state, 0)}" for state in ("pending", "delivered", "failed", "cancelled")),
+          file=sys.stderr)
+    return 0
+
+
+def redeliver(conn, args) -> int:
+    if bool(args.delivery_ids) == args.failed:
+        return _fail("name DELIVERY_IDs or pass --failed (see `phq team deliveries --failed`)")
+    team = _team(conn, args.team) if args.team else None
+    queued = store.redeliver(conn, args.delivery_ids or None, team)
+    missing = sorted(set(args.delivery_ids) - set(queued))
+    if missing:
+        return _fail(f"no delivery with id {', '.join(map(str, missing))}"
+                     + (f" in team {args.team!r}" if args.team else "") + "; nothing was queued")
+    print(f"queued {len(queued)} delivery(ies) again: {' '.join(map(str, queued)) or '-'}; "
+          "a running `phq notify` sends them")
+    return 0
+
+
 COMMANDS = {"create": create, "token": token, "tokens": tokens, "revoke": revoke, "assign": assign,
-            "unassign": unassign, "webhook": webhook}
+            "unassign": unassign, "webhook": webhook, "deliveries": deliveries, "redeliver": redeliver}
 
 
 def main(argv: list[str]) -> int:

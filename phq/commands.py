@@ -16,18 +16,12 @@ def migrate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="phq migrate", description="Apply database migrations (Alembic).")
     parser.add_argument("--revision", default="head", help="target revision (default: head)")
     args = parser.parse_args(argv)
-    from phq.db import migrate
+    from phq.db import migrate, safe_url
 
     url = Settings().db_url()
     migrate(url, args.revision)
-    print(f"phq migrate: database at {_safe(url)} is at {args.revision}", file=sys.stderr)
+    print(f"phq migrate: database at {safe_url(url)} is at {args.revision}", file=sys.stderr)
     return 0
-
-
-def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def topics_main(argv: list[str]) -> int:

@@ -10,7 +10,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def engine(url: str, **kwargs) -> Engine:
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # hide_parameters: a failed statement's error (and so any log of it) never carries its values,
+    # which can be user ids or evidence excerpts
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for anything printed or logged."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show nothing of it
+        return "<unparseable database URL>"
 
 
 def alembic_config(url: str):

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,7 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
-from phq.settings import Settings
+from phq.db import safe_url
+from phq.settings import ROLES, Settings
 
 KAFKA_VERSION = "4.1.1"
 HERE = Path(__file__).resolve().parent / "dev"
@@ -45,8 +47,16 @@ class State:
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)  # holds the dev hash key: readable by its owner only
+        tmp.chmod(0o600)
         tmp.write_text(json.dumps(self.data, indent=2))
         tmp.replace(self.path)
+
+    def ensure_hash_key(self) -> None:
+        """The dev services' secret for keyed user-id hashes (PHQ_ID_HASH_KEY overrides it)."""
+        if not self.data.get("id_hash_key"):
+            self.data["id_hash_key"] = secrets.token_hex(32)
+            self.save()
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -211,6 +221,7 @@ def pg_home(dev_dir: Path) -> Path:
 def pg_up(state: State) -> str:
     info = state.data.get("postgres", {})
     if info and pid_alive(info.get("pid")) and port_open(info["port"]):
+        _ensure_role_and_db(info["port"])  # a cluster from before the process roles gets them too
         return info["database_url"]
     bindir = pg_bin()
     home = pg_home(state.dir)
@@ -240,11 +251,16 @@ def pg_up(state: State) -> str:
 
 
 def _ensure_role_and_db(port: int) -> None:
+    """Roles as in production (README, security): `phq` owns the schema and runs migrations but is no
+    superuser; each process role (phq_api, phq_worker, phq_notify) gets only migration 0004's grants."""
     import psycopg
 
     with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'phq'").fetchone():
-            conn.execute("CREATE ROLE phq LOGIN SUPERUSER")
+        for role, options in [("phq", "LOGIN NOSUPERUSER CREATEDB CREATEROLE"),
+                              *((f"phq_{r}", "LOGIN NOSUPERUSER") for r in ROLES)]:
+            verb = "ALTER" if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() else "CREATE"
+            conn.execute(f"{verb} ROLE {role} {options}")
+        conn.execute("GRANT pg_signal_backend TO phq")  # tests drop their databases WITH (FORCE)
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'phq'").fetchone():
             conn.execute("CREATE DATABASE phq OWNER phq")
 
@@ -277,6 +293,7 @@ def up(settings: Settings) -> dict:
     from phq.kafka_admin import ensure_topics
 
     state = State(Path(settings.dev_dir).resolve())
+    state.ensure_hash_key()
     bootstrap = outside_kafka(settings, state) or kafka_up(state)
     url = outside_database_url(settings, state)
     if url:
@@ -327,14 +344,14 @@ def main(argv: list[str]) -> int:
     settings = Settings()
     if args.action == "up":
         found = up(settings)
-        say(f"ready: Kafka at {found['kafka_bootstrap']}, PostgreSQL at {found['database_url']}")
+        say(f"ready: Kafka at {found['kafka_bootstrap']}, PostgreSQL at {safe_url(found['database_url'])}")
     elif args.action == "down":
         stopped = down(settings)
         say(f"stopped: {', '.join(stopped)}" if stopped else "nothing that `phq dev up` started is running")
     elif args.action == "status":
         report = status(settings)
         for name, info in report.items():
-            where = info.get("bootstrap") or info.get("database_url") or ""
+            where = safe_url(info["database_url"]) if info.get("database_url") else info.get("bootstrap", "")
             word = {True: "running", False: "stopped", None: "outside"}[info["running"]]
             print(f"{name:<9} {word:<8} {where}".rstrip())
         return 0 if all(i["running"] is not False for i in report.values()) else 3

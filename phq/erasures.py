@@ -1,5 +1,6 @@
 """Erasures as every process sees them: the compacted topic `phq.erasures` (key and value below)
-read into a {user_id: erased_at} map, and the rule "ignore what a user did before their erasure".
+read into a {user_id: erased_at} map, the rule "ignore what a user did before their erasure", and
+the keyed hash that records outliving an erasure keep instead of the user id (`user_key`).
 
 Value: JSON {"user_id": ..., "erased_at": ISO 8601 with offset}; key: user_id (UTF-8), so
 compaction keeps each user's latest erasure.
@@ -7,6 +8,8 @@ compaction keeps each user's latest erasure.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -54,11 +57,22 @@ def lock_user(conn, user_id: str) -> None:
     conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:u, 0))"), {"u": user_id})
 
 
+def user_key(user_id: str, key: bytes | None = None) -> str:
+    """The keyed hash (HMAC-SHA256, hex) that the erasure record, audit rows and the delivery log keep
+    instead of a user id: it matches the id again only for whoever holds PHQ_ID_HASH_KEY."""
+    if key is None:
+        from phq.settings import get_settings
+
+        key = get_settings().hash_key()
+    return hmac.new(key, user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
 def erased_at(conn, user_id: str) -> datetime | None:
     """When the user was last erased, from the `erasures` table (None: never). Call under `lock_user`."""
     from sqlalchemy import text
 
-    return conn.execute(text("SELECT erased_at FROM erasures WHERE user_id = :u"), {"u": user_id}).scalar()
+    return conn.execute(text("SELECT erased_at FROM erasures WHERE user_key = :k"),
+                        {"k": user_key(user_id)}).scalar()
 
 
 def publish_erasure(settings: Settings, user_id: str, erased_at: datetime, timeout_s: float = 20) -> None:

@@ -9,10 +9,11 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_DIR_DEFAULT = ".phq/dev"
+ROLES = ("api", "worker", "notify")  # each connects as Postgres role phq_<role> (migration 0004 grants)
 
 
 def _dev_state(dev_dir: str) -> dict:
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
     # Services
     kafka_bootstrap: str = ""  # empty: the broker `phq dev up` started, else 127.0.0.1:9092
     database_url: str = ""  # empty: the Postgres `phq dev up` started, else postgresql+psycopg://phq@127.0.0.1:5432/phq
+    # Each process's own role (least privilege); empty: PHQ_DATABASE_URL with user phq_<role>, no password
+    api_database_url: str = ""
+    worker_database_url: str = ""
+    notify_database_url: str = ""
+    # Secret key of the keyed hash (HMAC-SHA256) kept instead of a user id where records outlive an erasure
+    id_hash_key: SecretStr = SecretStr("")  # empty: the one `phq dev up` generated; required elsewhere
     dev_dir: str = DEV_DIR_DEFAULT
     topic_prefix: str = ""  # prepended to every topic name; tests use their own
     partitions: int = Field(6, ge=1)
@@ -77,20 +84,45 @@ class Settings(BaseSettings):
 
     # Alert delivery (phq notify)
     notify_group: str = "phq-notify"  # consumer group of `phq notify` (PHQ_TOPIC_PREFIX is prepended)
-    webhook_max_attempts: int = Field(8, ge=1)  # then the alert is logged as failed and skipped
+    webhook_retry_horizon_s: float = Field(86400, gt=0)  # a delivery is retried this long, then marked failed
     webhook_backoff_s: float = Field(1.0, ge=0)  # first retry delay; doubles each attempt
     webhook_max_backoff_s: float = Field(60.0, ge=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
 
+    # Care-team API (phq api)
+    api_pool_size: int = Field(10, ge=1)  # Postgres connections of one API process
+    api_pool_timeout_s: float = Field(2.0, gt=0)  # a request waits this long for one, then answers 503
+
     def kafka(self) -> str:
         return self.kafka_bootstrap or _dev_state(self.dev_dir).get("kafka", {}).get("bootstrap") or "127.0.0.1:9092"
 
-    def db_url(self) -> str:
-        return (
+    def db_url(self, role: str | None = None) -> str:
+        """The SQLAlchemy URL of the migrations' role (None), or of one process role in ROLES."""
+        owner = (
             self.database_url
             or _dev_state(self.dev_dir).get("postgres", {}).get("database_url")
             or "postgresql+psycopg://phq@127.0.0.1:5432/phq"
         )
+        if role is None:
+            return owner
+        if role not in ROLES:
+            raise ValueError(f"unknown database role {role!r}; one of {', '.join(ROLES)}")
+        explicit = getattr(self, f"{role}_database_url")
+        if explicit:
+            return explicit
+        from sqlalchemy.engine import URL, make_url
+
+        base = make_url(owner)  # the owner's password is not the role's: it comes from libpq's ~/.pgpass, if any
+        return URL.create(base.drivername, f"phq_{role}", None, base.host, base.port, base.database,
+                          base.query).render_as_string(hide_password=False)
+
+    def hash_key(self) -> bytes:
+        """The key of the keyed user-id hash: PHQ_ID_HASH_KEY, else the dev services' generated one."""
+        key = self.id_hash_key.get_secret_value() or _dev_state(self.dev_dir).get("id_hash_key", "")
+        if not key:
+            raise RuntimeError("PHQ_ID_HASH_KEY is not set: set it to one long random secret shared by every "
+                               "phq process (e.g. `openssl rand -hex 32`), or run `phq dev up` for a dev one")
+        return key.encode()
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -122,13 +122,18 @@ care_audit_log = Table(
     metadata,
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("team_id", BigInteger, nullable=False),
-    Column("token_id", BigInteger, nullable=False),
-    Column("token_label", Text, nullable=False),
-    Column("user_id", Text, nullable=True),
+    Column("team_id", BigInteger, nullable=True),  # v2 (0004): null for a denied unknown token
+    Column("token_id", BigInteger, nullable=True),
+    Column("token_label", Text, nullable=True),
+    Column("user_id", Text, nullable=True),  # cleared by an erasure; user_key stays
+    Column("user_key", Text, nullable=True),  # keyed hash of user_id (phq.erasures.user_key)
     Column("alert_id", BigInteger, nullable=True),
+    Column("score_id", BigInteger, nullable=True),  # v2: the score whose evidence was read
     Column("action", Text, nullable=False),
+    Column("outcome", Text, nullable=False, server_default="allowed"),  # allowed | denied
+    Column("reason", Text, nullable=True),  # why it was denied
     Index("ix_care_audit_log_team", "team_id", "id"),
+    Index("ix_care_audit_log_user_key", "user_key"),
 )
 
 care_webhooks = Table(
@@ -140,12 +145,33 @@ care_webhooks = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+alert_outbox = Table(
+    "alert_outbox",  # migration 0004: what `phq notify` still has to deliver, one row per alert and team
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("alert_id", BigInteger, ForeignKey("symptom_change_events.id", ondelete="CASCADE"), nullable=False),
+    Column("team_id", BigInteger, ForeignKey("care_teams.id"), nullable=False),
+    Column("state", Text, nullable=False, server_default="pending"),  # pending | delivered | failed | cancelled
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("horizon_from", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("last_http_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("alert_id", "team_id", name="uq_alert_outbox_alert_team"),
+    Index("ix_alert_outbox_due", "state", "next_attempt_at"),
+    Index("ix_alert_outbox_team", "team_id", "id"),
+)
+
 alert_deliveries = Table(
-    "alert_deliveries",
+    "alert_deliveries",  # every POST attempt; outlives an erasure, so it holds the keyed hash only
     metadata,
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("alert_id", BigInteger, nullable=False),
-    Column("user_id", Text, nullable=False),
+    Column("delivery_id", BigInteger, nullable=True),  # alert_outbox.id
+    Column("user_key", Text, nullable=True),
     Column("team_id", BigInteger, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("outcome", Text, nullable=False),
@@ -153,12 +179,12 @@ alert_deliveries = Table(
     Column("error", Text, nullable=True),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_alert_deliveries_alert", "alert_id", "team_id"),
-    Index("ix_alert_deliveries_user", "user_id"),
+    Index("ix_alert_deliveries_user_key", "user_key"),
 )
 
 erasures = Table(
     "erasures",
     metadata,
-    Column("user_id", Text, primary_key=True),
+    Column("user_key", Text, primary_key=True),  # v2 (0004): keyed hash of the user id, never the id
     Column("erased_at", DateTime(timezone=True), nullable=False),
 )

@@ -195,7 +195,7 @@ class ScoringWorker:
     def __init__(self, settings: Settings, scorer):
         self.settings = settings
         self.scorer = scorer
-        self.engine = make_engine(settings.db_url())
+        self.engine = make_engine(settings.db_url("worker"))  # its own role: README, security
         self.source = settings.topic(topics.SCORING_REQUESTS)
         self.scores_topic = settings.topic(topics.SCORES)
         self.alerts_topic = settings.topic(topics.ALERTS)

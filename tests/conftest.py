@@ -90,9 +90,11 @@ def settings(kafka_bootstrap, db_url, topic_prefix, tmp_path) -> Settings:
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a `phq` subprocess needs to see the same settings."""
+    from pydantic import SecretStr
+
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"PHQ_{name.upper()}"] = str(value)
+        env[f"PHQ_{name.upper()}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     env.update({k: str(v) for k, v in extra.items()})
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

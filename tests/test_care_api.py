@@ -57,9 +57,36 @@ def test_trajectory_filters_by_from_and_to(api, world):
     assert [s["score"] for s in only] == [9]
 
 
-def test_times_without_an_offset_are_rejected(api, world):
+def test_times_without_an_offset_are_a_400_naming_the_parameter(api, world):
     response = get(api, world, f"/v1/users/{world.users['A'][0]}/trajectory", to="2026-10-01T00:00:00")
-    assert response.status_code == 422
+    assert response.status_code == 400 and response.json()["detail"].startswith("query.to:")
+
+
+def test_offsets_that_leave_the_calendar_or_the_clock_are_a_400_not_a_500(api, world):
+    path = f"/v1/users/{world.users['A'][0]}/trajectory"
+    for name, value in [("from", "0001-01-01T00:00:00+05:00"), ("to", "9999-12-31T23:59:59-05:00"),
+                        ("from", "2026-10-01T00:00:00+25:00"), ("to", "2026-10-01T00:00:00+99:99")]:
+        response = get(api, world, path, **{name: value})
+        assert response.status_code == 400, (name, value, response.text)
+        assert name in response.json()["detail"]
+    since = get(api, world, "/v1/alerts", since="0001-01-01T00:00:00+00:01")
+    assert since.status_code == 400 and "since" in since.json()["detail"]
+
+
+def test_a_user_id_with_slashes_is_queryable(api, world):
+    with make_engine(world.settings.db_url()).begin() as conn:
+        team = store.principal(conn, world.tokens["A"]).team_id
+        store.assign(conn, team, ["org/ward-3/u7", "trailing/"])
+        add_scores(conn, "org/ward-3/u7", [4, 11])
+        add_scores(conn, "trailing/", [2])
+    encoded = get(api, world, "/v1/users/org%2Fward-3%2Fu7/trajectory").json()
+    assert encoded["user_id"] == "org/ward-3/u7" and [s["score"] for s in encoded["items"]] == [4, 11]
+    plain = get(api, world, "/v1/users/org/ward-3/u7/trajectory").json()
+    assert plain["items"] == encoded["items"]
+    assert get(api, world, "/v1/users/trailing%2F/trajectory").json()["user_id"] == "trailing/"
+    assert get(api, world, "/v1/alerts", status="all", user_id="org/ward-3/u7").json()["items"]
+    with make_engine(world.settings.db_url()).begin() as conn:
+        store.unassign(conn, ["org/ward-3/u7", "trailing/"])
 
 
 def test_a_tampered_cursor_is_a_400_with_a_clear_message(api, world):
@@ -101,10 +128,11 @@ def test_reads_and_acknowledgements_are_audited_for_the_own_team_only(api, world
     get(api, world, f"/v1/users/{user}/trajectory")
     api.post(f"/v1/alerts/{world.alerts['A'][0]}/acknowledge", headers=bearer(world.tokens["A"]))
     entries = get(api, world, "/v1/audit", limit=500).json()["items"]
-    assert {"action": "read_trajectory", "user_id": user, "token_label": "dr-a"}.items() <= entries[1].items()
+    assert {"action": "read_trajectory", "user_id": user, "token_label": "dr-a",
+            "outcome": "allowed"}.items() <= entries[1].items()
     assert entries[0]["action"] == "acknowledge" and entries[0]["alert_id"] == world.alerts["A"][0]
     b_users = set(world.users["B"])
-    assert not any(e["user_id"] in b_users for e in entries)
+    assert not any(e["user_id"] in b_users for e in entries if e["outcome"] == "allowed")
     b_entries = get(api, world, "/v1/audit", team="B").json()["items"]
     assert all(e["user_id"] not in set(world.users["A"]) for e in b_entries)
 
@@ -122,7 +150,7 @@ def test_sql_in_ids_and_parameters_is_just_a_string(api, world):
     for evil in ["x' OR '1'='1", "1; DROP TABLE phq9_scores; --", "%27%20OR%201=1--"]:
         assert get(api, world, f"/v1/users/{evil}/trajectory").status_code == 404
         assert get(api, world, "/v1/alerts", user_id=evil, status="all").json()["items"] == []
-    assert get(api, world, "/v1/alerts", status="open' OR 1=1 --").status_code == 422
+    assert get(api, world, "/v1/alerts", status="open' OR 1=1 --").status_code == 400
     assert get(api, world, "/v1/users/a%00b/trajectory").status_code == 404
     assert len(get(api, world, "/v1/users").json()["items"]) == len(world.users["A"])
 
@@ -157,5 +185,5 @@ def test_migrated_care_tables_match_phq_tables(db_url):
 
     inspector = inspect(create_engine(db_url))
     for table in ("care_teams", "care_tokens", "care_assignments", "care_audit_log", "care_webhooks",
-                  "alert_deliveries", "erasures"):
+                  "alert_deliveries", "alert_outbox", "erasures"):
         assert {c["name"] for c in inspector.get_columns(table)} == set(metadata.tables[table].columns.keys())

@@ -1,15 +1,17 @@
-"""`phq erase USER_ID` (CONTRACT section 5), the parts in care/: nothing of the user is left in any
-Postgres table but the id-only audit log, the erasure is on `phq.erasures`, and `phq notify` drops
-the user's alerts from before it. The stream processor's and scoring worker's parts extend
-`test_erasing_a_user_leaves_nothing_of_theirs` with their own state checks."""
+"""`phq erase USER_ID` (CONTRACT section 5), the parts in care/: no Postgres table holds the user's id
+any more, what survives (the erasure record, audit rows, the delivery log) holds only its keyed hash,
+the erasure is on `phq.erasures`, and `phq notify` drops the user's alerts from before it. The stream
+processor's and scoring worker's parts extend `test_erasing_a_user_leaves_nothing_of_theirs` with
+their own state checks."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import String, Text, cast, func, or_, select
 from test_care_support import (
     Receiver,
+    add_evidence,
     add_scores,
     bearer,
     change_event_rows,
@@ -20,9 +22,9 @@ from test_care_support import (
 
 from care import store
 from phq.db import engine as make_engine
-from phq.erasures import erasure_value, is_erased, parse_erasure, read_erasures
+from phq.erasures import erased_at, erasure_value, is_erased, parse_erasure, read_erasures, user_key
 from phq.settings import Settings
-from phq.tables import care_audit_log, erasures, metadata
+from phq.tables import alert_deliveries, care_audit_log, erasures, metadata
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -49,8 +51,8 @@ def rows_of(conn, user_id: str) -> dict[str, int]:
 
 
 def seed(settings: Settings, receiver: Receiver) -> dict:
-    """A team with a webhook and two users, E (to be erased) and F, with scores, alerts, a delivery
-    and audit rows; E's alerts are already on the alerts topic."""
+    """A team with a webhook and two users, E (to be erased) and F, with scores, evidence, alerts, a
+    delivery and audit rows (a read and a denied one); E's alerts are already on the alerts topic."""
     e, f = settings.topic_prefix + "E", settings.topic_prefix + "F"  # apart from other tests' users
     engine = make_engine(settings.db_url())
     with engine.begin() as conn:
@@ -58,14 +60,29 @@ def seed(settings: Settings, receiver: Receiver) -> dict:
         receiver.secret = store.set_webhook(conn, team, receiver.url, rotate_secret=False)
         store.assign(conn, team, [e, f])
         token = store.create_token(conn, team, "dr-e", None)[1]
-        e_alerts = add_scores(conn, e, [2, 11, 19])[1]
+        e_scores, e_alerts = add_scores(conn, e, [2, 11, 19], half_width=2)
+        add_evidence(conn, e_scores[-1], {2: ["everything feels pointless lately"]})
         f_alerts = add_scores(conn, f, [4, 13])[1]
-        store.log_delivery(conn, alert_id=e_alerts[0], user_id=e, team_id=team, attempt=1, outcome="delivered",
-                           http_status=204, error=None)
+        delivery = store.enqueue_delivery(conn, e_alerts[0], e)
+        store.record_attempt(conn, {"id": delivery, "alert_id": e_alerts[0], "team_id": team, "attempts": 0}, e,
+                             "delivered", "delivered", 204, None, None)
         publish_alerts(settings, change_event_rows(conn, e_alerts))
     with client(type("W", (), {"settings": settings})) as api:
         assert api.get(f"/v1/users/{e}/trajectory", headers=bearer(token)).status_code == 200
+        store_score = api.get(f"/v1/scores/{e_scores[-1]}/evidence", headers=bearer(token))
+        assert store_score.status_code == 200
     return {"team": team, "E": e, "F": f, "e_alerts": e_alerts, "f_alerts": f_alerts, "token": token}
+
+
+def cells_holding(conn, value: str) -> list[str]:
+    """Every table.column whose text holds `value` anywhere (an exhaustive search for a user id)."""
+    found = []
+    for table in metadata.sorted_tables:
+        texts = [c for c in table.c if isinstance(c.type, (String, Text))]
+        if texts and conn.execute(select(func.count()).select_from(table).where(
+                or_(*(cast(c, Text).contains(value, autoescape=True) for c in texts)))).scalar():
+            found.append(table.name)
+    return found
 
 
 def test_erasing_a_user_leaves_nothing_of_theirs(settings, phq_env):
@@ -75,20 +92,30 @@ def test_erasing_a_user_leaves_nothing_of_theirs(settings, phq_env):
     engine = make_engine(settings.db_url())
     with engine.connect() as conn:
         assert set(rows_of(conn, e)) >= {"phq9_scores", "symptom_change_events", "care_assignments",
-                                           "alert_deliveries", "care_audit_log"}
+                                           "care_audit_log"}
 
     out = run_phq(["erase", e], phq_env())
     assert out.returncode == 0, out.stderr
 
     with engine.connect() as conn:
-        assert set(rows_of(conn, e)) == {"care_audit_log", "erasures"}, "only ids remain: the audit and the erasure"
-        assert conn.execute(select(func.count()).select_from(care_audit_log)
-                            .where(care_audit_log.c.user_id == e)).scalar() >= 1
-        erased_at = conn.execute(select(erasures.c.erased_at).where(erasures.c.user_id == e)).scalar()
+        assert rows_of(conn, e) == {} and cells_holding(conn, e) == [], "no table holds the id"
+        key = user_key(e)
+        audit_rows = conn.execute(select(care_audit_log).where(care_audit_log.c.user_key == key)).mappings().all()
+        assert {r["action"] for r in audit_rows} >= {"read_trajectory", "read_evidence"}
+        assert all(r["user_id"] is None for r in audit_rows), "audit rows keep the keyed hash only"
+        assert conn.execute(select(func.count()).select_from(alert_deliveries)
+                            .where(alert_deliveries.c.user_key == key)).scalar() == 1
+        stored_at = conn.execute(select(erasures.c.erased_at).where(erasures.c.user_key == key)).scalar()
+        assert erased_at(conn, e) == stored_at is not None, "writers find the erasure through the hash"
         assert set(rows_of(conn, f)) >= {"phq9_scores", "symptom_change_events"}
-    assert read_erasures(settings)[e] == erased_at
+    assert read_erasures(settings)[e] == stored_at
     assert run_phq(["erase", e], phq_env()).returncode == 0, "erasing again is safe"
     receiver.close()
+
+
+def test_the_keyed_hash_needs_the_key():
+    assert user_key("u-1", b"k1") == user_key("u-1", b"k1") != user_key("u-1", b"k2")
+    assert user_key("u-1", b"k1") != user_key("u-2", b"k1") and "u-1" not in user_key("u-1", b"k1")
 
 
 def test_notify_drops_alerts_from_before_the_erasure_but_not_after(settings, phq_env):
@@ -101,7 +128,7 @@ def test_notify_drops_alerts_from_before_the_erasure_but_not_after(settings, phq
         fresh = add_scores(conn, world["E"], [3, 16], start=NOW, model="m2")[1]
         publish_alerts(settings, change_event_rows(conn, world["f_alerts"] + fresh))
     try:
-        done = run_phq(["notify", "--idle-exit", "2"], phq_env(), timeout=90)
+        done = run_phq(["notify", "--allow-http", "--idle-exit", "2"], phq_env(), timeout=90)
     finally:
         receiver.close()
     assert done.returncode == 0, done.stderr[-2000:]

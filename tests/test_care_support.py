@@ -15,7 +15,7 @@ from care import store
 from phq.db import engine as make_engine
 from phq.models import severity
 from phq.settings import Settings
-from phq.tables import care_tokens, phq9_scores, symptom_change_events
+from phq.tables import care_tokens, phq9_item_evidence, phq9_scores, symptom_change_events
 
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -27,25 +27,41 @@ def add_token(conn, team: int, label: str, expires_at=None, revoked=False) -> st
     return token
 
 
+def even_items(score: float) -> list[float]:
+    """Nine item scores (0..3) that sum to `score`, weighted towards the first items."""
+    weights = [9, 8, 7, 6, 5, 4, 3, 2, 1]
+    items, remaining, left = [], score, sum(weights)
+    for w in weights:  # heaviest first: a capped item's share goes to the rest
+        items.append(min(3.0, max(0.0, remaining * w / left)))
+        remaining, left = remaining - items[-1], left - w
+    return items
+
+
 def add_scores(conn, user_id: str, scores: list[float], start: datetime = T0, model: str = "m1",
-               every: timedelta = timedelta(days=3)) -> tuple[list[int], list[int]]:
+               every: timedelta = timedelta(days=3), half_width: float | None = None,
+               noise_bound: float | None = None) -> tuple[list[int], list[int]]:
     """Writes scores as the scoring worker would, with change events for consecutive ones;
-    returns (score ids, change-event ids)."""
+    returns (score ids, change-event ids). With `half_width` the scores carry items and an interval
+    (the v2 columns), and with `noise_bound` change events need |delta| beyond it (CONTRACT v2)."""
     score_ids, event_ids = [], []
     for i, value in enumerate(scores):
         at = start + i * every
+        v2 = {} if half_width is None else dict(items=even_items(value), score_low=max(0.0, value - half_width),
+                                                score_high=min(27.0, value + half_width))
         score_ids.append(conn.execute(insert(phq9_scores).values(
             request_id=f"{user_id}-{model}-{i}", user_id=user_id, scored_at=at, window_start=at - timedelta(days=14),
             window_end=at, score=value, severity=severity(value), model_version=model, n_sessions=2,
-            n_user_turns=10, n_tokens=400, trigger_session_id=f"s{i}",
+            n_user_turns=10, n_tokens=400, trigger_session_id=f"s{i}", **v2,
         ).returning(phq9_scores.c.id)).scalar_one())
         if i:
-            event_ids += add_change_events(conn, user_id, score_ids[-1], scores[i - 1], value, at)
+            event_ids += add_change_events(conn, user_id, score_ids[-1], scores[i - 1], value, at, noise_bound)
     return score_ids, event_ids
 
 
-def add_change_events(conn, user_id, score_id, previous, current, at) -> list[int]:
+def add_change_events(conn, user_id, score_id, previous, current, at, noise_bound=None) -> list[int]:
     delta = current - previous
+    if noise_bound is not None and abs(delta) < noise_bound:
+        return []
     kinds = []
     if abs(delta) >= 5:
         kinds.append("reliable_change")
@@ -55,7 +71,18 @@ def add_change_events(conn, user_id, score_id, previous, current, at) -> list[in
         user_id=user_id, score_id=score_id, detected_at=at + timedelta(minutes=1), kind=kind,
         direction="worsening" if delta > 0 else "improvement", previous_score=previous, current_score=current,
         delta=delta, previous_severity=severity(previous), current_severity=severity(current),
+        noise_bound=noise_bound,
     ).returning(symptom_change_events.c.id)).scalar_one() for kind in kinds]
+
+
+def add_evidence(conn, score_id: int, quotes: dict[int, list[str]], at: datetime = T0) -> None:
+    """Evidence rows as the item model writes them: {item: [excerpt, ...]} ranked in the order given."""
+    conn.execute(insert(phq9_item_evidence), [
+        {"score_id": score_id, "item": item, "rank": rank, "event_id": f"ev-{score_id}-{item}-{rank}",
+         "session_id": f"sess-{score_id}", "ts": at - timedelta(hours=rank), "excerpt": excerpt,
+         "weight": round(1.0 / rank, 3)}
+        for item, excerpts in quotes.items() for rank, excerpt in enumerate(excerpts, start=1)
+    ])
 
 
 @dataclass
@@ -139,15 +166,18 @@ def change_event_rows(conn, ids: list[int]) -> list[dict]:
 
 
 class Receiver:
-    """A real local HTTP webhook receiver: checks each signature, and answers 503 to the first
-    `fail_first` requests on purpose."""
+    """A real local HTTP webhook receiver: checks each signature; answers 503 to the first `fail_first`
+    requests, and to every request while `down` is set; holds each request until `gate` is set."""
 
     def __init__(self, secret: str = "", fail_first: int = 0):
         import http.server
         import threading
 
         self.secret, self.fail_first = secret, fail_first
-        self.requests: list[dict] = []  # every request: {"ok": signature valid, "alert": body, "status": answer}
+        self.down = False
+        self.gate = threading.Event()
+        self.gate.set()
+        self.requests: list[dict] = []  # every request: ok (signature valid), alert (body), status, delivery_id
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -164,12 +194,15 @@ class Receiver:
     def handle(self, request) -> None:
         import json
 
-        from care.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+        from care.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
         body = request.rfile.read(int(request.headers["Content-Length"]))
+        self.gate.wait(60)
         ok = verify(self.secret, request.headers[TIMESTAMP_HEADER], body, request.headers[SIGNATURE_HEADER])
-        status = 503 if len(self.requests) < self.fail_first else (204 if ok else 401)
-        self.requests.append({"ok": ok, "alert": json.loads(body), "status": status})
+        failing = self.down or len(self.requests) < self.fail_first
+        status = 503 if failing else (204 if ok else 401)
+        self.requests.append({"ok": ok, "alert": json.loads(body), "status": status,
+                              "delivery_id": request.headers.get("X-PHQ-Delivery-Id")})
         request.send_response(status)
         request.end_headers()
 
@@ -177,5 +210,6 @@ class Receiver:
         return [r["alert"] for r in self.requests if r["status"] == 204]
 
     def close(self) -> None:
+        self.gate.set()
         self.server.shutdown()
         self.server.server_close()

@@ -54,15 +54,30 @@ def test_a_user_is_in_at_most_one_team(db_url):
 
 def test_a_webhook_secret_is_shown_once_and_kept_until_rotated(db_url):
     assert phq(db_url, "team", "create", "cli-hook").returncode == 0
-    first = phq(db_url, "team", "webhook", "cli-hook", "http://127.0.0.1:9/a")
+    first = phq(db_url, "team", "webhook", "cli-hook", "https://ehr.example/a")
     secret = first.stdout.strip().splitlines()[-1]
     assert first.returncode == 0 and secret.startswith("whsec_")
-    again = phq(db_url, "team", "webhook", "cli-hook", "http://127.0.0.1:9/b")
+    again = phq(db_url, "team", "webhook", "cli-hook", "https://ehr.example/b")
     assert "unchanged" in again.stdout and secret not in again.stdout
-    rotated = phq(db_url, "team", "webhook", "cli-hook", "http://127.0.0.1:9/b", "--rotate-secret")
+    rotated = phq(db_url, "team", "webhook", "cli-hook", "https://ehr.example/b", "--rotate-secret")
     assert rotated.stdout.strip().splitlines()[-1] not in (secret, "")
-    bad = phq(db_url, "team", "webhook", "cli-hook", "ftp://example/x")
-    assert bad.returncode == 1 and "http" in bad.stderr
+
+
+def test_webhooks_are_https_and_http_only_on_loopback_with_the_flag(db_url):
+    assert phq(db_url, "team", "create", "cli-plain").returncode == 0
+    for url, flag, problem in [("ftp://example/x", "--allow-http", "https://"),
+                               ("http://ehr.example/h", None, "--allow-http"),
+                               ("http://ehr.example/h", "--allow-http", "loopback")]:
+        refused = phq(db_url, "team", "webhook", "cli-plain", url, *([flag] if flag else []))
+        assert refused.returncode == 1 and problem in refused.stderr, (url, refused.stderr)
+    local = phq(db_url, "team", "webhook", "cli-plain", "http://127.0.0.1:9/a", "--allow-http")
+    assert local.returncode == 0, local.stderr
+
+
+def test_a_webhook_password_is_not_printed_back(db_url):
+    assert phq(db_url, "team", "create", "cli-pw").returncode == 0
+    out = phq(db_url, "team", "webhook", "cli-pw", "https://bot:hunter2@ehr.example/h?key=k3y")
+    assert out.returncode == 0 and "hunter2" not in out.stdout + out.stderr and "k3y" not in out.stdout
 
 
 def test_unknown_teams_and_tokens_are_clear_errors(db_url):

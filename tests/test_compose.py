@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from phq.cli import COMMANDS
+from cli.main import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,5 +39,5 @@ def test_phq_services_get_the_service_addresses():
 
 def test_dockerfile_copies_every_package():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("phq", "stream", "scoring", "training", "care", "migrations"):
+    for package in ("cli", "phq", "stream", "scoring", "training", "care", "migrations"):
         assert f"COPY {package} ./{package}" in dockerfile

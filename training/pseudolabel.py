@@ -339,6 +339,9 @@ def _students_main(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     commands = {"teacher": _teacher_main, "students": _students_main}
+    if argv[:1] in (["-h"], ["--help"]):  # asked for: the usage, and success
+        print("usage: phq pseudolabel teacher|students [ARGS...]  (--help after either for its options)")
+        return 0
     if not argv or argv[0] not in commands:
         print("usage: phq pseudolabel teacher|students [ARGS...]  (--help after either for its options)", file=sys.stderr)
         return 2

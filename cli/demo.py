@@ -1,7 +1,9 @@
-"""`phq demo`, the main job: synthetic conversations through the real pipeline, scores printed per user.
+"""`phq demo`, the main job: synthetic conversations through the real pipeline, scores printed per user,
+then (in a terminal) the care-team dashboard on those users until Ctrl-C.
 
 It starts nothing by hand that a deployment would not run: the dev services, migrations, the
-stream processor and the scoring worker as their own processes, and `phq produce`'s producer.
+stream processor and the scoring worker as their own processes, `phq produce`'s producer, and the
+API. It trains nothing: the worker scores with the default model (`scoring.engine.Scorer.from_settings`).
 All data is synthetic; the scores it prints are no measure of clinical accuracy.
 """
 
@@ -49,7 +51,7 @@ def expected_sessions(events: list[dict]) -> dict[str, set[str]]:
 
 def start(role: str, env: dict, logs: Path) -> subprocess.Popen:
     log = open(logs / f"{role}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "phq.cli", role], env=env, stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen([sys.executable, "-m", "cli", role], env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -119,13 +121,19 @@ def print_scores(rows: list[dict]) -> None:
     print(f"model_version: {', '.join(model_versions)}")
 
 
+def should_serve(no_serve: bool, stdin_is_terminal: bool) -> bool:
+    """Serve the dashboard only for a person at a terminal: CI and pipes get a run that ends by itself."""
+    return stdin_is_terminal and not no_serve
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="phq demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="phq demo", description="Run the whole pipeline on synthetic data, print "
+                                     "the scores, then (in a terminal) serve the dashboard on them.")
     parser.add_argument("--users", type=int, default=8, help="synthetic users (default 8)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every score")
-    parser.add_argument("--no-train", action="store_true",
-                        help="score with the untrained stand-in when PHQ_MODEL_DIR has no model, instead of training one")
+    parser.add_argument("--no-serve", action="store_true",
+                        help="exit after printing the scores (also when standard input is not a terminal)")
     args = parser.parse_args(argv)
 
     from phq import devservices
@@ -139,13 +147,6 @@ def main(argv: list[str]) -> int:
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", PHQ_KAFKA_BOOTSTRAP=settings.kafka(),
                PHQ_DATABASE_URL=settings.db_url())
-    if not args.no_train:
-        from training.demo_model import ensure_model
-
-        model = ensure_model(settings.model_dir)
-        say(f"model: {model}")
-        env["PHQ_MODEL_PATH"] = str(model)
-
     run = uuid.uuid4().hex[:6]
     events = demo_events(args.users, args.seed, run)
     expected = expected_sessions(events)
@@ -160,4 +161,8 @@ def main(argv: list[str]) -> int:
     finally:
         stop(procs)
     print_scores(rows)
+    if should_serve(args.no_serve, sys.stdin.isatty()):
+        from cli.demo_dashboard import serve_dashboard
+
+        return serve_dashboard(settings, sorted(expected), run)
     return 0
