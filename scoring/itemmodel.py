@@ -369,7 +369,7 @@ class ItemModel:
         for n, r in enumerate(rendered):
             p = probs[start:start + len(r.clauses)]
             start += len(r.clauses)
-            scores = [round(float(v), 4) for v in items[n]]
+            scores = [float(v) for v in items[n]]
             results.append(ItemResult(items=scores, evidence=select_evidence(r, p, scores)))
         return results
 
