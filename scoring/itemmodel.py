@@ -281,17 +281,21 @@ class ItemHeads:
 
         A softmax over every facet (item facets, counter-statements, neutral talk) and a "none of these"
         choice at nearness `none_at`: a clause counts for item k by the share of its item k facets."""
+        return self.probs_from_nearness(self.facet_nearness(emb), emb, weights)
+
+    def probs_from_nearness(self, near, emb, weights):
+        """clause_probs from precomputed facet nearness (training computes it once: the bank is fixed)."""
         import torch
 
         t = self.t
         kinds = torch.tensor([kind for kind, _, _ in self.facets()])
         items = torch.tensor([max(k, 1) - 1 for _, k, _ in self.facets()])
-        is_item = (kinds == 0).float()
+        is_item = (kinds == 0).to(near.dtype)
         item_logit = t["item_bias"].unsqueeze(0) + emb @ t["probe"].T  # (m, 9): what training adds
-        logits = self.facet_nearness(emb) + is_item * item_logit[:, items]
-        none = t["none_at"].expand(emb.shape[0], 1)
+        logits = near + is_item * item_logit[:, items]
+        none = t["none_at"].expand(near.shape[0], 1)
         share = torch.softmax(torch.cat([logits, none], dim=1) / t["log_temperature"].exp(), dim=1)[:, :-1]
-        probs = torch.zeros((emb.shape[0], N_ITEMS), dtype=share.dtype).index_add(1, items, share * is_item)
+        probs = torch.zeros((near.shape[0], N_ITEMS), dtype=share.dtype).index_add(1, items, share * is_item)
         return probs * weights.unsqueeze(1)
 
     def aggregate(self, probs, day, window, span, n_windows: int, n_days_per_window):

@@ -183,7 +183,8 @@ def checks(cc: list[Text], cc_total, cc_items, sad: list[Text], sad_total, sad_i
     return out
 
 
-def run(model_dir: str | Path | None, data_dir: Path, n_boot: int = 1000, progress: bool = True, scorer=None) -> dict:
+def run(model_dir: str | Path | None, data_dir: Path, n_boot: int = 1000, progress: bool = True, scorer=None,
+        baselines: bool = True) -> dict:
     """realtext.json's content: the model (a directory, or a scorer already loaded) and both baselines."""
     from scoring.engine import Scorer
 
@@ -198,14 +199,17 @@ def run(model_dir: str | Path | None, data_dir: Path, n_boot: int = 1000, progre
         if own:
             scorer.close()
     model_s = time.monotonic() - started
+    model = {"model_version": scorer.model_version, "path": str(model_dir or ""), "seconds": round(model_s, 1),
+             **checks(cc, cc_total, cc_items, sad, sad_total, sad_items, n_boot)}
+    if not baselines:
+        return {"model": model, "baselines": {}, "n_counselchat": len(cc), "n_sad": len(sad)}
     encoder = _minilm_encoder()
     naive_cc, naive_cc_items = naive_wording_scores(cc, encoder)
     naive_sad, naive_sad_items = naive_wording_scores(sad, encoder)
     return {
         "what": "held-out real human text (../shared/data): CounselChat questionID % 3 == 0, SAD sID % 3 == 0; "
                 "no PHQ-9 labels, so these check that a model reads language, not clinical accuracy",
-        "model": {"model_version": scorer.model_version, "path": str(model_dir or ""), "seconds": round(model_s, 1),
-                  **checks(cc, cc_total, cc_items, sad, sad_total, sad_items, n_boot)},
+        "model": model,
         "baselines": {
             "depression_word_count": checks(cc, word_count_scores(cc), None, sad, word_count_scores(sad), None, n_boot),
             "naive_questionnaire_wording": checks(cc, naive_cc, naive_cc_items, sad, naive_sad, naive_sad_items, n_boot),

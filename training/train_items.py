@@ -1,0 +1,371 @@
+"""`phq train --base-model coldstart` (or an item-model directory): fit the item model's heads on real
+labels plus pseudolabels, keeping what the encoder knows.
+
+Reads top to bottom: settings (plain data); data and user-level splits; the frozen encoder reads every
+clause once; the heads (per-item bias, a linear probe on the clause embedding, the softmax's temperature
+and "none" nearness, and per item the mention probability and prior of the day rule) are fitted with
+item-level and total losses, pulled toward the cold-start values, with early stopping on validation
+MAE; then the model directory, its calibration from held-out users, the comparison with the cold-start
+model on held-out users and on real human text, and installation only if it reads real text at least
+as well as the cold-start model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+# -----------------------------------------------------------------------------------------------
+# settings: every knob of a run, as plain data; `--set key=value` overrides any of them
+CONFIG = dict(
+    base_model="coldstart",  # "coldstart" (built from the shipped encoder) or an item-model directory
+    steps=400,  # optimiser steps at most (full batch of the training users' clauses)
+    lr=0.02,
+    probe_lr=0.003,
+    probe_l2=1e-2,  # weight decay of the probe: what the statements already say is not relearnt
+    anchor_l2=0.5,  # pull of the scalar parameters toward the base model's values
+    item_weight=1.0,  # loss on item scores (labels with item answers)
+    total_weight=0.3,  # loss on the total (every label), in units of 3 points
+    eval_every=10,
+    patience=8,  # evaluations without a better validation MAE before stopping
+    val_frac=0.15,
+    test_frac=0.15,
+    seed=0,
+    window_days=14.0,
+    provenance_weights={"gt": 1.0, "teacher": 0.5, "student": 0.5},
+    name="items",
+    install=True,  # install into PHQ_MODEL_DIR if it reads real text at least as well as the cold-start model
+    model_dir="",  # empty: PHQ_MODEL_DIR
+    realtext=True,  # run the real-text checks (needed to install)
+    realtext_data="",  # empty: ../shared/data
+    realtext_boot=200,
+    quiet=False,
+)
+
+TRAINABLE = ("log_temperature", "none_at", "item_bias", "logit_mention", "logit_prior", "log_prior_days", "probe")
+
+
+def is_item_base(base: str) -> bool:
+    """Whether `phq train --base-model` names the item model (so `phq train` hands the run here)."""
+    if base == "coldstart":
+        return True
+    try:
+        from scoring.model import read_meta
+
+        return read_meta(base).kind == "items"
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def resolve_base(base: str, tmp: Path) -> Path:
+    if base == "coldstart":
+        from scoring.coldstart import build_coldstart
+        from scoring.engine import coldstart_dir
+
+        return build_coldstart(coldstart_dir(str(tmp)))
+    return Path(base)
+
+
+# -----------------------------------------------------------------------------------------------
+# data: windows at survey dates, user-level splits (synth's recorded split when the labels carry one)
+
+def load_examples(events: str, label_files: list[str], window_days: float):
+    from training.data import labelled_examples, read_labels, read_transcripts
+
+    turns, stats = read_transcripts(events)
+    labels = [lab for f in label_files for lab in read_labels(f)]
+    examples, empty = labelled_examples(turns, labels, window_days)
+    by_key = {(lab.user_id, lab.survey_ts): lab for lab in labels}
+    for ex in examples:
+        lab = by_key.get((ex.user_id, ex.survey_ts))
+        ex.extra["items"] = lab.items if lab is not None else None
+    return examples, labels, empty, stats
+
+
+def make_splits(examples, labels, cfg) -> dict[str, set[str]]:
+    """Only real labels choose validation and test users; pseudolabelled users only ever train."""
+    from training import data
+
+    recorded = getattr(data, "splits_from_labels", None)
+    splits = recorded(labels) if recorded else None
+    real_users = sorted({ex.user_id for ex in examples if ex.provenance == "gt"})
+    if splits is None:
+        splits = data.split_users(real_users, cfg["seed"], cfg["val_frac"], cfg["test_frac"])
+    held = splits["val"] | splits["test"]
+    splits["train"] = {ex.user_id for ex in examples if ex.user_id not in held}
+    return splits
+
+
+# -----------------------------------------------------------------------------------------------
+# inputs: every clause read once by the frozen encoder; facet nearness computed once
+
+class Batch:
+    """The model inputs and targets of a set of examples, as tensors."""
+
+    def __init__(self, model, examples, cfg):
+        import torch
+
+        rendered = [model.render(ex.turns) for ex in examples]
+        rows, self.weights, self.spans, self.day, self.window = model.batch_inputs(rendered)
+        self.emb = model.encoder.encode_ids(rows)
+        with torch.no_grad():
+            self.near = model.heads.facet_nearness(self.emb)
+        self.n_days = torch.tensor([r.n_days for r in rendered])
+        self.n = len(examples)
+        self.total = torch.tensor([float(ex.total) for ex in examples])
+        items = [ex.extra.get("items") for ex in examples]
+        self.items = torch.tensor([list(map(float, i)) if i else [0.0] * 9 for i in items])
+        self.has_items = torch.tensor([1.0 if i else 0.0 for i in items])
+        weights = cfg["provenance_weights"]
+        self.sample_weight = torch.tensor([float(weights.get("student" if ex.provenance.startswith("student") else
+                                                             ex.provenance, 1.0)) for ex in examples])
+
+    def predict(self, heads):
+        probs = heads.probs_from_nearness(self.near, self.emb, self.weights)
+        return heads.aggregate(probs, self.day, self.window, self.spans, self.n, self.n_days)
+
+
+def huber(x, delta: float = 1.0):
+    import torch
+
+    a = x.abs()
+    return torch.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+
+
+def loss_of(heads, batch: Batch, anchors: dict, cfg) -> object:
+    pred = batch.predict(heads)
+    item_loss = (huber(pred - batch.items).mean(1) * batch.has_items * batch.sample_weight).sum()
+    total_loss = (huber((pred.sum(1) - batch.total) / 3.0) * batch.sample_weight).sum()
+    denom = batch.sample_weight.sum().clamp(min=1e-6)
+    loss = (cfg["item_weight"] * item_loss + cfg["total_weight"] * total_loss) / denom
+    anchor = sum(((heads.t[k] - v) ** 2).sum() for k, v in anchors.items())
+    return loss + cfg["anchor_l2"] * anchor / len(anchors)
+
+
+def mae(heads, batch: Batch) -> float:
+    import torch
+
+    with torch.no_grad():
+        return float((batch.predict(heads).sum(1) - batch.total).abs().mean())
+
+
+# -----------------------------------------------------------------------------------------------
+# the run
+
+def fit(model, train: Batch, val: Batch, cfg, say) -> dict:
+    """Fit the heads in place; returns the run's history. The best validation step's values are kept."""
+    import torch
+
+    heads = model.heads
+    anchors = {k: heads.t[k].detach().clone() for k in TRAINABLE if k != "probe"}
+    for k in TRAINABLE:
+        heads.t[k] = heads.t[k].detach().clone().requires_grad_(True)
+    groups = [{"params": [heads.t[k] for k in TRAINABLE if k != "probe"], "lr": cfg["lr"], "weight_decay": 0.0},
+              {"params": [heads.t["probe"]], "lr": cfg["probe_lr"], "weight_decay": cfg["probe_l2"]}]
+    opt = torch.optim.AdamW(groups)
+    best = {"step": 0, "val_mae": mae(heads, val) if val.n else math.inf,
+            "state": {k: heads.t[k].detach().clone() for k in TRAINABLE}}
+    history = [{"step": 0, "val_mae": best["val_mae"], "train_mae": mae(heads, train)}]
+    stale = 0
+    for step in range(1, cfg["steps"] + 1):
+        opt.zero_grad()
+        loss = loss_of(heads, train, anchors, cfg)
+        loss.backward()
+        opt.step()
+        if step % cfg["eval_every"] and step != cfg["steps"]:
+            continue
+        v = mae(heads, val) if val.n else loss.item()
+        history.append({"step": step, "loss": loss.item(), "val_mae": v, "train_mae": mae(heads, train)})
+        say(f"step {step}: loss {loss.item():.4f}, train MAE {history[-1]['train_mae']:.2f}, validation MAE {v:.2f}")
+        if v < best["val_mae"] - 1e-4:
+            best = {"step": step, "val_mae": v, "state": {k: heads.t[k].detach().clone() for k in TRAINABLE}}
+            stale = 0
+        else:
+            stale += 1
+            if stale >= cfg["patience"]:
+                break
+    for k, v in best["state"].items():
+        heads.t[k] = v
+    return {"best_step": best["step"], "best_val_mae": best["val_mae"], "history": history}
+
+
+def held_out_metrics(model, batch: Batch) -> dict:
+    import numpy as np
+    import torch
+
+    from training.metrics import auc, pearson
+
+    with torch.no_grad():
+        pred = batch.predict(model.heads).sum(1).numpy()
+    y = batch.total.numpy()
+    if not len(y):
+        return {"n": 0}
+    return {"n": int(len(y)), "mae": float(np.abs(pred - y).mean()), "pearson_r": pearson(y, pred),
+            "auc_10": auc(y >= 10, pred)}
+
+
+def write_model(base: Path, out: Path, model, meta_fields: dict) -> Path:
+    """The base directory's encoder and statements, the fitted heads, and a new phq.json."""
+    import tempfile
+
+    from scoring.itemmodel import HEADS_FILE, write_heads
+    from scoring.model import META_FILE, read_meta
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    for f in base.iterdir():
+        if f.is_file() and f.name not in (HEADS_FILE, META_FILE):
+            shutil.copy2(f, tmp / f.name)
+    write_heads(tmp, model.heads)
+    meta = read_meta(base)
+    for k, v in meta_fields.items():
+        setattr(meta, k, v)
+    meta.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    (tmp / META_FILE).write_text(meta.to_json())
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def realtext_headline(model_dir: Path, cfg) -> dict | None:
+    from training import realtext
+
+    data_dir = Path(cfg["realtext_data"]) if cfg["realtext_data"] else realtext.default_data_dir()
+    if not (data_dir / "counsel-chat" / "questions.csv").is_file():
+        return None
+    result = realtext.run(model_dir, data_dir, n_boot=cfg["realtext_boot"], progress=not cfg["quiet"], baselines=False)
+    return result
+
+
+def run(events: str, label_files: list[str], run_dir: Path, cfg: dict) -> dict:
+    import torch
+
+    from phq.settings import Settings
+    from scoring import calibration
+    from scoring.engine import ItemScorer
+    from training.data import fingerprint
+
+    def say(msg: str) -> None:
+        if not cfg["quiet"]:
+            print(f"phq train: {msg}", file=sys.stderr, flush=True)
+
+    torch.manual_seed(cfg["seed"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = resolve_base(cfg["base_model"], run_dir)
+    model = ItemScorer.load(base).model
+    base_version = model.meta.model_version
+    examples, labels, empty, _stats = load_examples(events, label_files, cfg["window_days"])
+    if not examples:
+        raise ValueError("no label has a window with a user turn: check that --events and --labels are the same users and dates")
+    splits = make_splits(examples, labels, cfg)
+    part = {name: [ex for ex in examples if ex.user_id in users and (name == "train" or ex.provenance == "gt")]
+            for name, users in splits.items()}
+    say(f"{len(examples)} labelled windows ({empty} without a user turn skipped); users train {len(splits['train'])}, "
+        f"validation {len(splits['val'])}, test {len(splits['test'])}")
+    started = time.monotonic()
+    batches = {name: Batch(model, exs, cfg) for name, exs in part.items()}
+    say(f"encoder read {sum(int(b.emb.shape[0]) for b in batches.values())} clauses in {time.monotonic() - started:.0f}s")
+    before = {name: held_out_metrics(model, b) for name, b in batches.items() if name != "train"}
+    history = fit(model, batches["train"], batches["val"], cfg, say)
+    after = {name: held_out_metrics(model, b) for name, b in batches.items() if name != "train"}
+
+    cal_part = "test" if batches["test"].n >= 10 else "val"
+    with torch.no_grad():
+        cal_pred = batches[cal_part].predict(model.heads).sum(1).clamp(0, 27).tolist()
+    cal = calibration.fit(batches[cal_part].total.tolist(), cal_pred, source=f"{cal_part} users of this run",
+                          model_version="") if len(cal_pred) >= 10 else None
+    fp = fingerprint([ex for ex in examples if ex.user_id in splits["train"]])
+    version = f"{cfg['name']}-{datetime.now(UTC):%Y%m%d}-{fp.split(':')[-1][:8]}"
+    if cal:
+        cal["model_version"] = version
+    out = write_model(base, run_dir / "model", model, {
+        "model_version": version, "data_fingerprint": fp, "base_model": base_version, "calibration": cal})
+    (run_dir / "splits.json").write_text(json.dumps({k: sorted(v) for k, v in splits.items()}, indent=1) + "\n")
+
+    report = {"model_version": version, "base_model": base_version, "train": history,
+              "held_out": {"base": before, "trained": after}, "calibration": cal}
+    if cfg["realtext"]:
+        say("real-text checks: the trained model and the cold-start model")
+        trained_rt, base_rt = realtext_headline(out, cfg), realtext_headline(base, cfg)
+        report["realtext"] = {"trained": trained_rt, "base": base_rt}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    installed = install_if_better(out, report, cfg, Settings())
+    report["installed"] = str(installed) if installed else None
+    print_summary(report)
+    return report
+
+
+def at_least_as_good_report(report: dict) -> bool:
+    from training.realtext import at_least_as_good
+
+    rt = report.get("realtext")
+    return bool(rt and rt.get("trained") and rt.get("base") and at_least_as_good(rt["trained"], rt["base"]))
+
+
+def install_if_better(model_dir: Path, report: dict, cfg, settings) -> Path | None:
+    """The install rule: into PHQ_MODEL_DIR only if it reads real text at least as well as the cold-start model."""
+    if not cfg["install"] or not at_least_as_good_report(report):
+        return None
+    dest = Path(cfg["model_dir"] or settings.model_dir) / report["model_version"]
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(model_dir, dest)
+    return dest
+
+
+def print_summary(report: dict) -> None:
+    def fmt(m):
+        return "n/a" if not m or not m.get("n") else f"MAE {m['mae']:.2f}, r {m['pearson_r'] or float('nan'):.2f} (n {m['n']})"
+
+    lines = [f"model {report['model_version']} (from {report['base_model']})",
+             f"  held-out test users: cold start {fmt(report['held_out']['base'].get('test'))}; "
+             f"trained {fmt(report['held_out']['trained'].get('test'))}"]
+    rt = report.get("realtext")
+    if rt and rt.get("trained") and rt.get("base"):
+        from training.realtext import headline
+
+        t, b = headline(rt["trained"]), headline(rt["base"])
+        lines.append(f"  real text (held-out): CounselChat depression AUC cold start {b['counselchat_depression_auc']:.3f}, "
+                     f"trained {t['counselchat_depression_auc']:.3f}; SAD Spearman cold start {b['sad_spearman']:.3f}, "
+                     f"trained {t['sad_spearman']:.3f}")
+    lines.append(f"  installed as the default: {report['installed']}" if report.get("installed") else
+                 "  NOT installed: it does not read real text at least as well as the cold-start model (or the checks did not run)")
+    print("\n".join(lines))
+
+
+def main(argv: list[str], cfg: dict | None = None) -> int:
+    """`phq train` for an item-model base (called by training.train.main, which parses the common flags)."""
+    p = argparse.ArgumentParser(prog="phq train", description="fit the item model's heads (base: coldstart or an item model)")
+    p.add_argument("--events", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--pseudo-labels", action="append", default=[])
+    p.add_argument("--base-model", default="coldstart")
+    p.add_argument("--run-dir", default="")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    cfg = dict(cfg or CONFIG)
+    cfg["base_model"] = args.base_model
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            print(f"phq train: unknown setting {key!r} for an item model; known: {', '.join(sorted(cfg))}", file=sys.stderr)
+            return 2
+        try:
+            cfg[key] = json.loads(value) if not isinstance(cfg[key], str) else value
+        except json.JSONDecodeError:
+            print(f"phq train: --set {key}={value}: not a valid value", file=sys.stderr)
+            return 2
+    run_dir = Path(args.run_dir or f"runs/{cfg['name']}-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    try:
+        run(args.events, [args.labels, *args.pseudo_labels], run_dir, cfg)
+    except (OSError, ValueError) as exc:
+        print(f"phq train: {exc}", file=sys.stderr)
+        return 1
+    return 0
