@@ -15,14 +15,10 @@ CHAT_TEMPLATE = (
 
 
 def corpus() -> list[str]:
-    from training import synth
+    from training import phrases
 
-    lines = list(synth.FILLER) + list(synth.ASSISTANT) + list(synth.GREETINGS)
-    for bank in synth.SYMPTOMS:
-        lines += bank["now"] + bank["fine"] + [bank["past"], bank["echo"]]
-    lines += [" ".join(v) for v in synth.FREQUENCY.values()]
-    lines += ["User: Assistant: session of Monday Tuesday Wednesday Thursday Friday Saturday Sunday UTC 0123456789 : - [ ]"]
-    return lines
+    return phrases.all_phrases() + [
+        "User: Assistant: session of Monday Tuesday Wednesday Thursday Friday Saturday Sunday UTC 0123456789 : - [ ]"]
 
 
 def build_tokenizer(kind: str = "encoder", vocab_size: int = 600):
