@@ -15,7 +15,7 @@ import numpy as np
 
 from training import metrics as M
 from training.data import parse_survey_date, read_labels
-from training.evaluate import DISCLAIMER, _fmt, _plt
+from training.report import DISCLAIMER, fmt, plt_module, read_predictions
 
 KEYS = ("mae", "rmse", "pearson_r", "spearman_rho", "auc_10")
 
@@ -82,15 +82,15 @@ def pseudolabel_quality(real_labels: str, sources: list[tuple[str, str]], out: s
             lines.append(f"| {name} | 0 | n/a | n/a | n/a | n/a |")
             continue
         ci = r["ci95"]
-        lines.append(f"| {name} | {r['n']} ({r['coverage']:.0%}) | {_fmt(r['mae'], ci['mae'])} | {_fmt(r['rmse'], ci['rmse'])} "
-                     f"| {_fmt(r['pearson_r'], ci['pearson_r'])} | {_fmt(r['auc_10'], ci['auc_10'])} |")
+        lines.append(f"| {name} | {r['n']} ({r['coverage']:.0%}) | {fmt(r['mae'], ci['mae'])} | {fmt(r['rmse'], ci['rmse'])} "
+                     f"| {fmt(r['pearson_r'], ci['pearson_r'])} | {fmt(r['auc_10'], ci['auc_10'])} |")
     lines += ["", "![AUC by threshold per source](pseudolabel_auc_by_threshold.png)", ""]
     (out / "pseudolabel_quality.md").write_text("\n".join(lines))
     return result
 
 
 def _plot_auc_lines(results: dict, path: Path, title: str) -> None:
-    plt = _plt()
+    plt = plt_module()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, r in results.items():
         ts = [t for t in M.THRESHOLDS if r["auc_by_threshold"][str(t)] is not None]
@@ -109,8 +109,6 @@ def _plot_auc_lines(results: dict, path: Path, title: str) -> None:
 def ablation(a: tuple[str, str], b: tuple[str, str], out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
     """Metrics of two predictions files on the same test rows, and the paired bootstrap (over users) of
     b minus a: the same resampled users score both arms in each replicate."""
-    from training.evaluate import read_predictions
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (na, pa), (nb, pb) = a, b
@@ -142,11 +140,11 @@ def ablation(a: tuple[str, str], b: tuple[str, str], out: str | Path, n_boot: in
               "| arm | MAE | RMSE | Pearson r | Spearman rho | AUC (>= 10) |", "| --- | --- | --- | --- | --- | --- |"]
     for n, m in result["arms"].items():
         ci = m["ci95"]
-        lines.append(f"| {n} | " + " | ".join(_fmt(m[k], ci[k]) for k in KEYS) + " |")
+        lines.append(f"| {n} | " + " | ".join(fmt(m[k], ci[k]) for k in KEYS) + " |")
     lines += ["", f"Paired bootstrap over users, {nb} minus {na} (negative MAE/RMSE difference favours {nb}):", "",
               "| metric | difference [95% CI] |", "| --- | --- |"]
     for k in KEYS:
-        lines.append(f"| {k} | {_fmt(diff[k]['point'], diff[k]['ci95'])} |")
+        lines.append(f"| {k} | {fmt(diff[k]['point'], diff[k]['ci95'])} |")
     lines += ["", "![AUC by threshold for both arms](ablation_auc_by_threshold.png)", ""]
     (out / "ablation.md").write_text("\n".join(lines))
     return result
