@@ -29,7 +29,7 @@ class Label:
     survey_ts: datetime
     total: float
     provenance: str = "gt"  # gt | teacher | student_round_<k>
-    items: list[int] | None = None
+    items: list[float] | None = None
     split: str = ""  # the generator's split of the user (train/val/test/pool) when the file names one
     # where a pseudolabel came from: its source (e.g. "teacher:stand-in"), round, the labelling model's
     # version and the spread of its uncertainty estimate (PHQ-9 points)
@@ -139,7 +139,7 @@ def read_labels(path: str | Path) -> list[Label]:
         for n, row in enumerate(reader, start=2):
             try:
                 total = float(row["phq9_total"])
-                items = [int(row[f"item_{i}"]) for i in range(1, 10)] if row.get("item_1") not in (None, "") else None
+                items = [float(row[f"item_{i}"]) for i in range(1, 10)] if row.get("item_1") not in (None, "") else None
                 ts = parse_survey_date(row["survey_date"])
                 rnd = int(row["round"]) if row.get("round") not in (None, "") else None
                 spread = float(row["spread"]) if row.get("spread") not in (None, "") else None
@@ -152,15 +152,17 @@ def read_labels(path: str | Path) -> list[Label]:
     return out
 
 
-def write_labels(labels: list[Label], path: str | Path) -> None:
-    """Labels with their provenance and, for pseudolabels, source, round, model version and spread."""
+def write_labels(labels: list[Label], path: str | Path, extra: dict[str, list] | None = None) -> None:
+    """Labels with their provenance and, for pseudolabels, source, round, model version and spread
+    (plus `extra` columns, one value per label)."""
+    extra = extra or {}
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["user_id", "survey_date", "phq9_total", "provenance", *PSEUDO_COLUMNS])
-        for lab in labels:
+        w.writerow(["user_id", "survey_date", "phq9_total", "provenance", *PSEUDO_COLUMNS, *extra])
+        for i, lab in enumerate(labels):
             w.writerow([lab.user_id, lab.survey_ts.isoformat(), f"{lab.total:.3f}", lab.provenance, lab.source,
                         "" if lab.round is None else lab.round, lab.model_version,
-                        "" if lab.spread is None else f"{lab.spread:.4f}"])
+                        "" if lab.spread is None else f"{lab.spread:.4f}", *(v[i] for v in extra.values())])
 
 
 def splits_from_labels(labels: list[Label]) -> dict[str, set[str]] | None:
