@@ -149,6 +149,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--model", help="model directory to score with (instead of a predictions CSV)")
     p.add_argument("--events", help="chat events (JSON lines) to score, with --model")
     p.add_argument("--labels", help="questionnaire labels CSV, with --model")
+    p.add_argument("--allow-training-users", action="store_true",
+                   help="with --model: evaluate even users the model trained or was selected on (flagged in metrics.json)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates over users")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default="PHQ-9 evaluation")
@@ -159,16 +161,30 @@ def main(argv: list[str]) -> int:
                 print("phq eval: --model needs --events and --labels, and no PREDICTIONS.csv", file=sys.stderr)
                 return 2
             from training.data import predict_for_labels
+            from training.train import users_seen_in_training
 
             users, y, pred = predict_for_labels(args.model, args.events, args.labels)
+            seen = users_seen_in_training(args.model, set(users.tolist()))
+            if seen and not args.allow_training_users:
+                print(f"phq eval: {len(seen)} of the {len(set(users.tolist()))} users in --labels trained or selected this "
+                      "model (its training-users.json), so their scores overstate accuracy: evaluate on other users, or pass "
+                      "--allow-training-users to evaluate anyway with them flagged", file=sys.stderr)
+                return 1
+            if seen is None:
+                print(f"phq eval: {args.model} does not record its training users; make sure --labels holds none of them",
+                      file=sys.stderr)
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            write_predictions(Path(args.out) / "predictions.csv", users, y, pred)
+            write_predictions(Path(args.out) / "predictions.csv", users, y, pred,
+                              {"in_training": [u in (seen or ()) for u in users]})
         elif args.predictions:
             users, y, pred = read_predictions(args.predictions)
         else:
             print("phq eval: give PREDICTIONS.csv, or --model with --events and --labels", file=sys.stderr)
             return 2
         m = evaluate_arrays(users, y, pred, args.out, title=args.title, n_boot=args.bootstrap, seed=args.seed)
+        if args.model:  # how many evaluated users the model had seen in training (None: it does not say)
+            m["training_users"] = None if seen is None else len(seen)
+            (Path(args.out) / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     except (OSError, ValueError) as exc:
         print(f"phq eval: {exc}", file=sys.stderr)
         return 1

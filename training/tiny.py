@@ -49,8 +49,10 @@ def build_tokenizer(kind: str = "encoder", vocab_size: int = 600):
     return fast
 
 
-def save_tiny_base(out_dir: str | Path, kind: str = "encoder", seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """A random-initialised BERT (encoder) or Qwen3 (decoder) regressor and its tokenizer, saved as a base model."""
+def save_tiny_base(out_dir: str | Path, kind: str = "encoder", seed: int = 0, hidden: int = 32, layers: int = 2,
+                   head_dim: int = 16) -> Path:
+    """A random-initialised BERT (encoder) or Qwen3 (decoder) regressor and its tokenizer, saved as a base model
+    (vLLM's CPU attention wants a decoder `head_dim` of at least 64)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, Qwen3Config, Qwen3ForSequenceClassification
 
@@ -64,7 +66,7 @@ def save_tiny_base(out_dir: str | Path, kind: str = "encoder", seed: int = 0, hi
         model = BertForSequenceClassification(config)
     else:
         config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                             num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                             num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=head_dim,
                              max_position_embeddings=2048, num_labels=1, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
         model = Qwen3ForSequenceClassification(config)

@@ -255,13 +255,14 @@ def _raw_passes(model, tokenizer, ids, passes: int, batch_size: int, dropout: bo
     return runs
 
 
-def predict(model, tokenizer, meta, examples, batch_size: int = 32, ids: list[list[int]] | None = None) -> list[float]:
+def predict(model, tokenizer, meta, examples, batch_size: int = 32, ids: list[list[int]] | None = None,
+            clip: bool = True) -> list[float]:
     """PHQ-9 points (clipped to 0..27, as serving clips) for each example: the training-time forward."""
     from phq.models import clip_score
 
     ids = ids if ids is not None else encode(examples, tokenizer, meta)
     (run,) = _raw_passes(model, tokenizer, ids, 1, batch_size, dropout=False)
-    return [clip_score(meta.to_points(r)) for r in run]
+    return [clip_score(meta.to_points(r)) if clip else meta.to_points(r) for r in run]
 
 
 def mc_predict(model, tokenizer, meta, examples, passes: int = 8, batch_size: int = 32,
