@@ -134,12 +134,13 @@ def evaluate_arrays(users, y, p, out: str | Path, title: str = "PHQ-9 evaluation
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("pseudolabels", "ablation"):  # the reviewers' two analyses
+    if argv and argv[0] in ("pseudolabels", "pool", "ablation", "seeds"):  # the reviewers' analyses
         from training import analyses
 
-        return {"pseudolabels": analyses.pseudolabels_main, "ablation": analyses.ablation_main}[argv[0]](argv[1:])
+        return {"pseudolabels": analyses.pseudolabels_main, "pool": analyses.pool_main, "ablation": analyses.ablation_main,
+                "seeds": analyses.seeds_main}[argv[0]](argv[1:])
     p = argparse.ArgumentParser(
-        epilog="The reviewers' analyses: `phq eval pseudolabels --help` and `phq eval ablation --help`.",
+        epilog="The reviewers' analyses: `phq eval pseudolabels|pool|ablation|seeds --help`.",
         prog="phq eval",
         description="Metrics, plots and a report from PREDICTIONS.csv (user_id,y_true,y_pred), "
         "or from --model scored over --events and --labels.",
