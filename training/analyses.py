@@ -202,6 +202,9 @@ def pool_quality(truth_path: str | Path, sources: list[tuple[str, str]], pool_si
                 raise ValueError(f"{path}: {r['user_id']} at {r['survey_date']} is not in the truth file {truth_path}")
             scored.append((r["user_id"], float(truth["phq9_total"]), float(r["phq9_total"]), r.get("kept", "True") == "True"))
         entry = {"n_all": len(scored), "n_kept": sum(k for *_, k in scored), "coverage": sum(k for *_, k in scored) / pool_size}
+        spreads = [float(r["spread"]) for r in rows if r.get("spread") not in (None, "")]
+        if len(spreads) == len(scored) > 2:  # does the uncertainty estimate know when the label is wrong?
+            entry["spread_error_spearman"] = M.spearman(np.array(spreads), np.array([abs(p - y) for _, y, p, _ in scored]))
         for part, keep in (("all", lambda k: True), ("kept", lambda k: k)):
             picked = [(u, y, p) for u, y, p, k in scored if keep(k)]
             if len(picked) < 2:
@@ -218,13 +221,13 @@ def pool_quality(truth_path: str | Path, sources: list[tuple[str, str]], pool_si
     lines = ["# Pseudolabels on the unlabelled pool, against its latent truth", "",
              "**Synthetic data.** The truth is `phq synth`'s never-for-training record of each pool user's days with "
              "each symptom; no real pool has one.", "", f"_{DISCLAIMER}_", "",
-             "| source | kept / all (coverage) | MAE kept | MAE all | Pearson r kept | bias kept | AUC (>= 10) kept |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| source | kept / all (coverage) | MAE kept | MAE all | Pearson r kept | bias kept | AUC (>= 10) kept "
+             "| Spearman(spread, error) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in result.items():
         k, a = e["kept"] or {}, e["all"] or {}
         lines.append(f"| {name} | {e['n_kept']} / {e['n_all']} ({e['coverage']:.0%}) | {fmt(k.get('mae'), (k.get('ci95') or {}).get('mae'))} "
                      f"| {fmt(a.get('mae'))} | {fmt(k.get('pearson_r'), (k.get('ci95') or {}).get('pearson_r'))} "
-                     f"| {fmt(k.get('bias'))} | {fmt(k.get('auc_10'))} |")
+                     f"| {fmt(k.get('bias'))} | {fmt(k.get('auc_10'))} | {fmt(e.get('spread_error_spearman'))} |")
     (out / "pool_quality.md").write_text("\n".join(lines) + "\n")
     return result
 

@@ -265,6 +265,13 @@ def relabel(student: Student, result: dict, pool: list[Example], passes: int, ma
     return labels, [sd <= max_std for sd in stds]
 
 
+def pseudo_examples(pool: list[Example], labels: list[Label]) -> list[Example]:
+    """The pool windows carrying `labels` as their targets (what a round trains on besides the real labels)."""
+    by_user = {ex.user_id: ex for ex in pool}
+    return [replace(by_user[lab.user_id], total=lab.total, provenance=lab.provenance) for lab in labels
+            if lab.user_id in by_user]
+
+
 def run_scheme(cfg: dict, gt_train: list[Example], val: list[Example], test: list[Example], pool: list[Example],
                teacher: list[Label], out: Path, rounds: int, passes: int, max_std: float, log=print,
                install_final: bool = False, student: Student | None = None) -> list[dict]:
@@ -285,7 +292,7 @@ def run_scheme(cfg: dict, gt_train: list[Example], val: list[Example], test: lis
     test_users = [e.user_id for e in test]
     summary = []
     for k in range(rounds + 1):
-        pseudo = [replace(by_user[lab.user_id], total=lab.total, provenance=lab.provenance) for lab in current]
+        pseudo = pseudo_examples(pool, current)
         run = out / f"round_{k}"
         log(f"round {k}: {len(gt_train)} real + {len(pseudo)} pseudo-labelled windows "
             f"({', '.join(sorted({lab.provenance for lab in current})) or 'none'})")
