@@ -96,7 +96,7 @@ def test_each_label_is_the_questionnaires_rule_applied_to_the_latent_days():
 
 def test_the_truth_covers_every_user_and_day_and_counts_the_14_days_up_to_each():
     data = synth.synthesize(10, seed=6, start=START, days=20)
-    assert len(data.truth) == 10 * 20 and all(r["never_for_training"] for r in data.truth)
+    assert len(data.truth) == 10 * 20 and all(r["never_for_training"] and r["synthetic"] for r in data.truth)
     by_user = {}
     for r in data.truth:
         by_user.setdefault(r["user_id"], {})[r["day"]] = r

@@ -258,7 +258,8 @@ def synthesize(n_users: int = DEFAULTS["n_users"], seed: int = DEFAULTS["seed"],
         for day in range(days):
             data.truth.append({"user_id": user["user_id"], "split": user["split"], "course": user["course"], "day": day,
                                "date": _ts(start + timedelta(days=day)), "chatted": day in chat_days,
-                               "present": present[day], **truth[day], "never_for_training": True})
+                               "present": present[day], **truth[day], "never_for_training": True,
+                               "synthetic": True})
         data.users.append({"user_id": user["user_id"], "split": user["split"], "course": user["course"]})
         if user["split"] != "pool":
             # surveys at the end of a day the user chatted on (so the window holds a conversation), late
