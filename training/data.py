@@ -10,7 +10,6 @@ import csv
 import hashlib
 import json
 import sys
-import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone

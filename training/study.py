@@ -60,8 +60,6 @@ def settings_for(small: bool) -> dict:
 def run(out: Path, work: Path, st: dict = STUDY) -> dict:
     """Run the study; `out` gets reports, figures and study.json, `work` the events, labels, truth, runs and
     model directories (too big for docs/)."""
-    import numpy as np
-
     from training import baselines, synth
     from training import metrics as M
     from training.analyses import ablation, pool_quality, pseudolabel_quality, seeded_ablation
