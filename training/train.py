@@ -400,13 +400,13 @@ def train(cfg: dict, train_ex: list, val_ex: list, run_dir: str | Path, log=prin
         loss = weighted_loss(loss_fn, out, y[idx].to(device), w[idx].to(device))
         (loss / cfg["grad_accum"]).backward()
         running, seen, micro = running + loss.item() * len(idx), seen + len(idx), micro + 1
-        if micro % cfg["grad_accum"] and s["pos"] < len(s["order"]):
-            continue
+        if micro < cfg["grad_accum"] and s["pos"] < len(s["order"]):
+            continue  # accumulate; a pass's last batches step with what they have
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        s["step"] += 1
+        s["step"], micro = s["step"] + 1, 0
         bar.update(1)
         bar.set_postfix(loss=f"{running / seen:.4f}")
         out_of_time = time.monotonic() > deadline
@@ -426,8 +426,8 @@ def train(cfg: dict, train_ex: list, val_ex: list, run_dir: str | Path, log=prin
         else:
             s["bad"] += 1
         (run_dir / "metrics.json").write_text(json.dumps(s["history"], indent=2) + "\n")
-        save_checkpoint(ckpt_path, model, opt, sched, {**s, "gen": s["gen"], "target_mean": meta.target_mean,
-                                                       "target_std": meta.target_std}, best_state, bf16)
+        save_checkpoint(ckpt_path, model, opt, sched, {**s, "target_mean": meta.target_mean, "target_std": meta.target_std},
+                        best_state, bf16)
         per_eval, last_eval = time.monotonic() - last_eval, time.monotonic()
         if out_of_time or (s["step"] < total_steps and time.monotonic() + per_eval > deadline):
             stop_reason = "time limit"  # another stretch would overrun max_minutes
