@@ -326,7 +326,9 @@ def write_truth(data: SynthData, path: str | Path, seed: int) -> None:
     """JSON lines: a header saying never-for-training, then one record per user and day."""
     header = {"never_for_training": True, "synthetic": True, "note": TRUTH_NOTE, "seed": seed, "start": _ts(data.start),
               "rule": "items[i] = phq.items.item_answer_from_days(days_in_window[i]), days_in_window counts the 14 "
-                      "days up to and including `day`; a survey at the end of that day answers exactly this"}
+                      "days up to and including `day` (for the first 13 days some of them lie before the conversations "
+                      "start: latent only); a survey at the end of that day answers exactly this; `day` k runs from "
+                      "start + k days for 24 hours"}
     with open(path, "w", encoding="utf-8") as f:
         f.write(json.dumps(header) + "\n")
         for rec in data.truth:
