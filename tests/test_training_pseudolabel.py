@@ -8,8 +8,8 @@ import pytest
 
 from training import synth, tiny
 from training.data import labelled_examples, read_labels, read_transcripts, split_users, unlabelled_examples
-from training.pseudolabel import (BadTeacherOutput, is_local_endpoint, main, parse_teacher_output, run_students,
-                                  run_teacher)
+from training.pseudolabel import (BadTeacherOutput, builtin_teacher, is_local_endpoint, main, parse_teacher_output,
+                                  run_scheme, run_teacher)
 from training.stand_in_teacher import StandInTeacher
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -102,27 +102,62 @@ def test_the_teacher_command_labels_unlabelled_users_with_provenance(data, tmp_p
     assert {r["user_id"] for r in rows} == {ex.user_id for ex in data["unlabelled"]}
 
 
-def test_student_rounds_label_confident_users_with_their_round_and_never_train_on_test_users(data, tmp_path):
+def _scheme(data, tmp_path, rounds=1, passes=3, max_std=100.0, teacher=None):
     base = tiny.save_tiny_base(tmp_path / "enc", "encoder")
     split = split_users([e.user_id for e in data["gt"]], 0, 0.2, 0.2)
     cfg = dict(base_model=str(base), epochs=1, batch_size=8, token_budget=128, lr=1e-3, quiet=True)
     part = lambda s: [e for e in data["gt"] if e.user_id in split[s]]
-    summary = run_students(cfg, part("train"), part("val"), part("test"), data["unlabelled"], [], tmp_path / "s",
-                           rounds=1, passes=3, max_std=100.0, log=lambda _: None)
+    teacher = builtin_teacher(data["unlabelled"])[0] if teacher is None else teacher
+    summary = run_scheme(cfg, part("train"), part("val"), part("test"), data["unlabelled"], teacher, tmp_path / "s",
+                         rounds=rounds, passes=passes, max_std=max_std, log=lambda _: None)
+    return summary, split
+
+
+def test_round_0_trains_on_the_real_labels_plus_the_teachers_pseudolabels(data, tmp_path):
+    summary, _ = _scheme(data, tmp_path, rounds=0)
+    assert summary[0]["n_pseudo"] == len(data["unlabelled"]) and summary[0]["pseudo_provenance"] == ["teacher"]
+    rows = list(csv.DictReader(open(tmp_path / "s" / "pool_labels_round_0.csv")))
+    assert {r["source"] for r in rows} == {"teacher:builtin:stand-in"} and {r["round"] for r in rows} == {"0"}
+
+
+def test_each_round_relabels_the_pool_recording_source_round_model_version_and_spread(data, tmp_path):
+    summary, split = _scheme(data, tmp_path, rounds=1)
     assert [row["round"] for row in summary] == [0, 1]
-    assert summary[0]["n_pseudo"] == 0 and summary[1]["n_pseudo"] == len(data["unlabelled"])
-    rows = list(csv.DictReader(open(tmp_path / "s" / "pseudo_labels_round_1.csv")))
-    assert rows and {r["provenance"] for r in rows} == {"student_round_1"}
+    assert summary[1]["n_pseudo"] == len(data["unlabelled"]) and summary[1]["pseudo_provenance"] == ["student_round_1"]
+    rows = list(csv.DictReader(open(tmp_path / "s" / "pool_labels_round_1.csv")))
+    assert {r["provenance"] for r in rows} == {"student_round_1"} and {r["round"] for r in rows} == {"1"}
+    assert {r["model_version"] for r in rows} == {summary[0]["model_version"]}  # round 0's student labelled them
+    assert all(float(r["spread"]) > 0 for r in rows) and {r["kept"] for r in rows} == {"True"}
     assert not {r["user_id"] for r in rows} & split["test"]
     assert (tmp_path / "s" / "round_1" / "test_predictions.csv").exists()
 
 
-def test_a_strict_confidence_rule_keeps_no_one(data, tmp_path):
-    base = tiny.save_tiny_base(tmp_path / "enc", "encoder")
-    cfg = dict(base_model=str(base), epochs=1, batch_size=8, token_budget=128, quiet=True)
-    summary = run_students(cfg, data["gt"], [], [], data["unlabelled"], [], tmp_path / "s", rounds=1, passes=3,
-                           max_std=0.0, log=lambda _: None)
-    assert summary[0]["next_round_kept"] == 0 and summary[1]["n_pseudo"] == 0
+def test_a_strict_agreement_filter_keeps_no_one(data, tmp_path):
+    summary, _ = _scheme(data, tmp_path, rounds=1, max_std=0.0)
+    assert summary[0]["next_round_kept"] == 0 and summary[0]["spread_min"] > 0 and summary[1]["n_pseudo"] == 0
+
+
+def test_the_builtin_teacher_rates_nine_items_and_sums_them(data):
+    labels, failures = builtin_teacher(data["unlabelled"][:5])
+    assert failures == [] and len(labels) == 5
+    for lab in labels:
+        assert len(lab.items) == 9 and lab.total == sum(lab.items) and lab.provenance == "teacher"
+        assert lab.source == "teacher:builtin:stand-in" and lab.round == 0 and lab.model_version
+
+
+def test_the_teacher_command_labels_the_pool_with_the_builtin_teacher(data, tmp_path):
+    out = tmp_path / "teacher.csv"
+    rc = main(["teacher", "--builtin", "--events", str(data["dir"] / "events.jsonl"),
+               "--labels", str(data["dir"] / "labels.csv"), "--out", str(out)])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out)))
+    assert {r["user_id"] for r in rows} == {ex.user_id for ex in data["unlabelled"]}
+    assert {r["source"] for r in rows} == {"teacher:builtin:stand-in"}
+
+
+def test_the_teacher_command_wants_builtin_or_an_endpoint(data, tmp_path, capsys):
+    rc = main(["teacher", "--events", str(data["dir"] / "events.jsonl"), "--out", str(tmp_path / "t.csv")])
+    assert rc == 2 and "--builtin" in capsys.readouterr().err
 
 
 def test_the_teacher_command_can_label_real_labelled_users_at_their_survey_dates(data, tmp_path):
@@ -134,13 +169,17 @@ def test_the_teacher_command_can_label_real_labelled_users_at_their_survey_dates
     assert len(list(csv.DictReader(open(out)))) == len(data["gt"])
 
 
-def test_the_students_command_runs_its_rounds_and_installs_the_last_model(data, tmp_path, monkeypatch):
+def test_the_students_command_runs_its_rounds_and_installs_the_last_model(data, tmp_path):
     base = tiny.save_tiny_base(tmp_path / "enc", "encoder")
+    with StandInTeacher() as t:
+        assert main(["teacher", "--events", str(data["dir"] / "events.jsonl"), "--labels", str(data["dir"] / "labels.csv"),
+                     "--endpoint", t.url, "--model", "m", "--out", str(tmp_path / "teacher.csv")]) == 0
     rc = main(["students", "--events", str(data["dir"] / "events.jsonl"), "--labels", str(data["dir"] / "labels.csv"),
+               "--teacher-labels", str(tmp_path / "teacher.csv"),
                "--rounds", "1", "--passes", "2", "--base-model", str(base), "--out", str(tmp_path / "s"),
                "--set", "epochs=1", "--set", "token_budget=128", "--set", "quiet=true",
                "--set", f"model_dir=\"{tmp_path / 'models'}\""])
     assert rc == 0
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
-    assert [row["round"] for row in summary] == [0, 1]
+    assert [row["round"] for row in summary] == [0, 1] and summary[0]["pseudo_provenance"] == ["teacher"]
     assert summary[0]["installed_path"] is None and summary[1]["installed_path"].startswith(str(tmp_path / "models"))

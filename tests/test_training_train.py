@@ -1,5 +1,6 @@
 """`phq train` on tiny random-initialised backbones: run directory, model format, resume, LoRA, provenance weights."""
 
+import csv
 import json
 from datetime import datetime, timezone
 
@@ -113,10 +114,33 @@ def test_the_command_trains_and_evaluates_its_test_users(data, tmp_path, capsys)
     (model,) = list((tmp_path / "models").iterdir())
     from training.evaluate import main as eval_main
 
-    rc = eval_main(["--model", str(model), "--events", str(data["dir"] / "events.jsonl"),
-                    "--labels", str(data["dir"] / "labels.csv"), "--out", str(tmp_path / "ev"), "--bootstrap", "50"])
-    assert rc == 0 and json.loads((tmp_path / "ev" / "metrics.json").read_text())["n"] > 0
-    assert (tmp_path / "ev" / "predictions.csv").exists()
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())
+    labels = read_labels(data["dir"] / "labels.csv")
+    assert splits["test"] == sorted({lab.user_id for lab in labels if lab.split == "test"})  # the data's own split
+    baselines = json.loads((tmp_path / "run" / "baselines.json").read_text())
+    assert {"training_mean", "length_only", "tfidf_ridge"} < set(baselines) and len(baselines) == 4
+    args = ["--model", str(model), "--events", str(data["dir"] / "events.jsonl"), "--out", str(tmp_path / "ev"),
+            "--bootstrap", "50"]
+    test_only = tmp_path / "test_labels.csv"
+    synth.write_labels([r for r in csv.DictReader(open(data["dir"] / "labels.csv")) if r["split"] == "test"], test_only)
+    assert eval_main(args + ["--labels", str(test_only)]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] > 0 and metrics["training_users"] == 0
+
+
+def test_eval_refuses_a_model_on_its_own_training_users_unless_told_to_flag_them(data, tmp_path, capsys):
+    from training.evaluate import main as eval_main
+
+    r = train({**FAST, "epochs": 1, "base_model": str(data["encoder"]), "install": False},
+              data["train"], data["val"], tmp_path / "run", log=lambda _: None)
+    args = ["--model", r["model_path"], "--events", str(data["dir"] / "events.jsonl"),
+            "--labels", str(data["dir"] / "labels.csv"), "--out", str(tmp_path / "ev"), "--bootstrap", "20"]
+    assert eval_main(args) == 1 and "trained or selected this model" in capsys.readouterr().err
+    assert eval_main(args + ["--allow-training-users"]) == 0
+    trained_on = {e.user_id for e in data["train"] + data["val"]}
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["training_users"] == len(trained_on)
+    flagged = {r["user_id"] for r in csv.DictReader(open(tmp_path / "ev" / "predictions.csv")) if r["in_training"] == "True"}
+    assert flagged == trained_on
 
 
 def test_a_time_limit_ends_the_run_inside_an_epoch_and_keeps_a_model(data, tmp_path):

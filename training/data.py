@@ -10,7 +10,6 @@ import csv
 import hashlib
 import json
 import sys
-import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
@@ -28,8 +27,15 @@ class Label:
     user_id: str
     survey_ts: datetime
     total: float
-    provenance: str = "gt"
-    items: list[int] | None = None
+    provenance: str = "gt"  # gt | teacher | student_round_<k>
+    items: list[float] | None = None
+    split: str = ""  # the generator's split of the user (train/val/test/pool) when the file names one
+    # where a pseudolabel came from: its source (e.g. "teacher:stand-in"), round, the labelling model's
+    # version and the spread of its uncertainty estimate (PHQ-9 points)
+    source: str = ""
+    round: int | None = None
+    model_version: str = ""
+    spread: float | None = None
 
 
 @dataclass
@@ -48,37 +54,56 @@ def read_transcripts(path: str | Path) -> tuple[dict[str, list[Turn]], dict]:
     """Every user's turns from a JSON-lines file of contract events or of plain turn records
     (`user_id, session_id, ts, turn, role, text`). Invalid lines are skipped and counted, as the
     stream processor would send them to the DLQ; repeated event ids are dropped."""
+    with open(path, "rb") as f:
+        return _collect_turns(enumerate(f, 1), str(path))
+
+
+def turns_from_events(events: list[dict]) -> dict[str, list[Turn]]:
+    """`read_transcripts` of event dicts already in memory (e.g. `phq synth`'s), without a file."""
+    turns, _ = _collect_turns(((n, json.dumps(e).encode()) for n, e in enumerate(events, 1)), "<events>")
+    return turns
+
+
+def _collect_turns(lines, source: str) -> tuple[dict[str, list[Turn]], dict]:
     turns: dict[str, list[Turn]] = {}
     seen: set[str] = set()
     stats = {"lines": 0, "invalid": 0, "duplicates": 0, "turns": 0}
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            stats["lines"] += 1
-            try:
-                obj = json.loads(raw)
-                if isinstance(obj, dict) and "event_type" in obj:
-                    event = parse_event(raw.strip(), max_clock_skew_s=100 * 365 * 86400.0, max_event_bytes=1 << 30)
-                    if event.event_id in seen:
-                        stats["duplicates"] += 1
-                        continue
-                    seen.add(event.event_id)
-                    if event.event_type != "message":
-                        continue
-                    user, turn = event.user_id, Turn(session_id=event.session_id, ts=event.ts, turn=event.turn,
-                                                     role=event.role, text=event.text, event_id=event.event_id)
-                else:
-                    user = obj["user_id"]
-                    turn = Turn(session_id=obj["session_id"], ts=parse_rfc3339(obj["ts"]), turn=obj["turn"],
-                                role=obj["role"], text=obj["text"], event_id=str(obj.get("event_id", "")))
-            except (InvalidEvent, ValueError, KeyError, TypeError) as exc:
-                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                print(f"{path}:{line_no}: skipped: {reason}", file=sys.stderr)
-                stats["invalid"] += 1
-                continue
-            turns.setdefault(user, []).append(turn)
-            stats["turns"] += 1
+    for line_no, raw in lines:
+        if not raw.strip():
+            continue
+        stats["lines"] += 1
+        try:
+            obj = json.loads(raw)
+            if isinstance(obj, dict) and obj.get("never_for_training"):
+                raise ValueError(f"{source} is a never-for-training file (the latent truth of `phq synth`); "
+                                 "pass the events file instead")
+            if isinstance(obj, dict) and "event_type" in obj:
+                event = parse_event(raw.strip(), max_clock_skew_s=100 * 365 * 86400.0, max_event_bytes=1 << 30)
+                if event.event_id in seen:
+                    stats["duplicates"] += 1
+                    continue
+                seen.add(event.event_id)
+                if event.event_type != "message":
+                    continue
+                user, turn = event.user_id, Turn(session_id=event.session_id, ts=event.ts, turn=event.turn,
+                                                 role=event.role, text=event.text, event_id=event.event_id)
+            else:
+                user = obj["user_id"]
+                turn = Turn(session_id=obj["session_id"], ts=parse_rfc3339(obj["ts"]), turn=obj["turn"],
+                            role=obj["role"], text=obj["text"], event_id=str(obj.get("event_id", "")))
+        except (InvalidEvent, KeyError, TypeError) as exc:
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            print(f"{source}:{line_no}: skipped: {reason}", file=sys.stderr)
+            stats["invalid"] += 1
+            continue
+        except ValueError as exc:
+            if "never-for-training" in str(exc):
+                raise
+            print(f"{source}:{line_no}: skipped: ValueError: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+            stats["invalid"] += 1
+            continue
+        turns.setdefault(user, []).append(turn)
+        stats["turns"] += 1
     for user in turns:
         turns[user].sort(key=Turn.order_key)
     return turns, stats
@@ -93,10 +118,18 @@ def parse_survey_date(value: str) -> datetime:
     return parse_rfc3339(value)
 
 
+PSEUDO_COLUMNS = ["source", "round", "model_version", "spread"]
+
+
 def read_labels(path: str | Path) -> list[Label]:
-    """Labels from `user_id, survey_date, phq9_total[, item_1..item_9][, provenance]` (comment lines allowed)."""
+    """Labels from `user_id, survey_date, phq9_total[, item_1..item_9][, split][, provenance, source, round,
+    model_version, spread]` (comment lines allowed). A never-for-training file is refused."""
     out = []
     with open(path, newline="", encoding="utf-8") as f:
+        first = f.readline()
+        if "never_for_training" in first:
+            raise ValueError(f"{path} is a never-for-training file (the latent truth of `phq synth`): never train on it")
+        f.seek(0)
         reader = csv.DictReader(row for row in f if not row.startswith("#"))
         missing = {"user_id", "survey_date", "phq9_total"} - set(reader.fieldnames or [])
         if missing:
@@ -105,22 +138,41 @@ def read_labels(path: str | Path) -> list[Label]:
         for n, row in enumerate(reader, start=2):
             try:
                 total = float(row["phq9_total"])
-                items = [int(row[f"item_{i}"]) for i in range(1, 10)] if row.get("item_1") not in (None, "") else None
+                items = [float(row[f"item_{i}"]) for i in range(1, 10)] if row.get("item_1") not in (None, "") else None
                 ts = parse_survey_date(row["survey_date"])
+                rnd = int(row["round"]) if row.get("round") not in (None, "") else None
+                spread = float(row["spread"]) if row.get("spread") not in (None, "") else None
             except ValueError as exc:
                 raise ValueError(f"{path} line {n}: {exc}") from None
             if not 0 <= total <= 27:
                 raise ValueError(f"{path} line {n}: phq9_total {total:g} is outside 0..27")
-            out.append(Label(row["user_id"], ts, total, row.get("provenance") or "gt", items))
+            out.append(Label(row["user_id"], ts, total, row.get("provenance") or "gt", items, row.get("split") or "",
+                             row.get("source") or "", rnd, row.get("model_version") or "", spread))
     return out
 
 
-def write_labels(labels: list[Label], path: str | Path) -> None:
+def write_labels(labels: list[Label], path: str | Path, extra: dict[str, list] | None = None) -> None:
+    """Labels with their provenance and, for pseudolabels, source, round, model version and spread
+    (plus `extra` columns, one value per label)."""
+    extra = extra or {}
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["user_id", "survey_date", "phq9_total", "provenance"])
-        for lab in labels:
-            w.writerow([lab.user_id, lab.survey_ts.isoformat(), f"{lab.total:.3f}", lab.provenance])
+        w.writerow(["user_id", "survey_date", "phq9_total", "provenance", *PSEUDO_COLUMNS, *extra])
+        for i, lab in enumerate(labels):
+            w.writerow([lab.user_id, lab.survey_ts.isoformat(), f"{lab.total:.3f}", lab.provenance, lab.source,
+                        "" if lab.round is None else lab.round, lab.model_version,
+                        "" if lab.spread is None else f"{lab.spread:.4f}", *(v[i] for v in extra.values())])
+
+
+def splits_from_labels(labels: list[Label]) -> dict[str, set[str]] | None:
+    """The generator's train/val/test users when every real label names its user's split, else None."""
+    gt = [lab for lab in labels if lab.provenance == "gt"]
+    if not gt or any(lab.split not in ("train", "val", "test") for lab in gt):
+        return None
+    out: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+    for lab in gt:
+        out[lab.split].add(lab.user_id)
+    return out
 
 
 # --- examples ----------------------------------------------------------------------------------

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -13,53 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from training import metrics as M
+from training.report import DISCLAIMER, fmt, plt_module, read_predictions, write_predictions  # noqa: F401 (re-exported)
 
 ROC_THRESHOLDS = (5, 10, 15, 20)
-DISCLAIMER = (
-    "Decision support for care teams, not a diagnosis. Figures from synthetic data measure the "
-    "pipeline on a made-up task and say nothing about clinical accuracy."
-)
-
-
-def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(users, y_true, y_pred) from a CSV with at least the columns user_id, y_true, y_pred."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(row for row in f if not row.startswith("#"))
-        missing = {"user_id", "y_true", "y_pred"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected user_id,y_true,y_pred")
-        rows = list(reader)
-    users = np.array([r["user_id"] for r in rows])
-    try:
-        y = np.array([float(r["y_true"]) for r in rows])
-        p = np.array([float(r["y_pred"]) for r in rows])
-    except ValueError as exc:
-        raise ValueError(f"{path}: y_true and y_pred must be numbers ({exc})") from None
-    return users, y, p
-
-
-def write_predictions(path: str | Path, users, y_true, y_pred, extra: dict[str, list] | None = None) -> None:
-    extra = extra or {}
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["user_id", "y_true", "y_pred", *extra])
-        for i, (u, y, p) in enumerate(zip(users, y_true, y_pred)):
-            w.writerow([u, f"{float(y):g}", f"{float(p):.4f}", *(v[i] for v in extra.values())])
 
 
 # --- plots -----------------------------------------------------------------------------------
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_scatter(y, p, path: Path, tag: str) -> None:
-    plt = _plt()
+    plt = plt_module()
     fig, ax = plt.subplots(figsize=(5, 5))
     jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(y))
     ax.scatter(y + jitter, p, s=12, alpha=0.6)
@@ -75,7 +36,7 @@ def plot_scatter(y, p, path: Path, tag: str) -> None:
 
 
 def plot_roc(y, p, path: Path, tag: str) -> None:
-    plt = _plt()
+    plt = plt_module()
     fig, ax = plt.subplots(figsize=(5, 5))
     for t in ROC_THRESHOLDS:
         pos = y >= t
@@ -93,7 +54,7 @@ def plot_roc(y, p, path: Path, tag: str) -> None:
 
 
 def plot_auc_by_threshold(m: dict, path: Path, tag: str) -> None:
-    plt = _plt()
+    plt = plt_module()
     ts = [t for t in M.THRESHOLDS if m["auc_by_threshold"][str(t)] is not None]
     fig, ax = plt.subplots(figsize=(7, 4))
     if ts:
@@ -111,7 +72,7 @@ def plot_auc_by_threshold(m: dict, path: Path, tag: str) -> None:
 
 
 def plot_calibration(m: dict, path: Path, tag: str) -> None:
-    plt = _plt()
+    plt = plt_module()
     cal = m["calibration"]
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([c["mean_pred"] for c in cal], [c["mean_true"] for c in cal], "o-", label="decile of predictions")
@@ -126,12 +87,6 @@ def plot_calibration(m: dict, path: Path, tag: str) -> None:
 
 # --- report ----------------------------------------------------------------------------------
 
-def _fmt(v, ci=None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
-
 def report_markdown(m: dict, title: str, synthetic: bool) -> str:
     ci = m["ci95"]
     lines = [f"# {title}", ""]
@@ -143,16 +98,16 @@ def report_markdown(m: dict, title: str, synthetic: bool) -> str:
               "| metric | value [95% CI] |", "| --- | --- |"]
     for k, name in [("mae", "MAE"), ("rmse", "RMSE"), ("pearson_r", "Pearson r"),
                     ("spearman_rho", "Spearman rho"), ("auc_10", "AUC (PHQ-9 >= 10)")]:
-        lines.append(f"| {name} | {_fmt(m[k], ci[k])} |")
+        lines.append(f"| {name} | {fmt(m[k], ci[k])} |")
     lines += ["", "## AUC by threshold", "", "| t | AUC [95% CI] | positive | negative |", "| --- | --- | --- | --- |"]
     for t in M.THRESHOLDS:
         c = m["counts"]["by_threshold"][str(t)]
-        lines.append(f"| {t} | {_fmt(m['auc_by_threshold'][str(t)], ci['auc_by_threshold'][str(t)])} "
+        lines.append(f"| {t} | {fmt(m['auc_by_threshold'][str(t)], ci['auc_by_threshold'][str(t)])} "
                      f"| {c['positive']} | {c['negative']} |")
     lines += ["", "## Error by severity band (of the questionnaire score)", "",
               "| band | n | MAE | bias (pred - true) |", "| --- | --- | --- | --- |"]
     for band, e in m["error_by_band"].items():
-        lines.append(f"| {band} | {e['n']} | {_fmt(e['mae'])} | {_fmt(e['bias'])} |")
+        lines.append(f"| {band} | {e['n']} | {fmt(e['mae'])} | {fmt(e['bias'])} |")
     lines += ["", "## Plots", "", "![predicted vs true](scatter.png)", "", "![ROC curves](roc.png)", "",
               "![AUC by threshold](auc_by_threshold.png)", "", "![calibration](calibration.png)", ""]
     return "\n".join(lines)
@@ -183,13 +138,14 @@ def main(argv: list[str]) -> int:
         from training import realtext
 
         return realtext.main(argv[1:])
-    if argv and argv[0] in ("pseudolabels", "ablation"):  # the reviewers' two analyses
+    if argv and argv[0] in ("pseudolabels", "pool", "ablation", "seeds"):  # the reviewers' analyses
         from training import analyses
 
-        return {"pseudolabels": analyses.pseudolabels_main, "ablation": analyses.ablation_main}[argv[0]](argv[1:])
+        return {"pseudolabels": analyses.pseudolabels_main, "pool": analyses.pool_main, "ablation": analyses.ablation_main,
+                "seeds": analyses.seeds_main}[argv[0]](argv[1:])
     p = argparse.ArgumentParser(
-        epilog="The reviewers' analyses: `phq eval pseudolabels --help` and `phq eval ablation --help`; "
-        "real human text: `phq eval realtext --help`.",
+        epilog="The reviewers' analyses: `phq eval pseudolabels|pool|ablation|seeds --help`; real human text: "
+        "`phq eval realtext --help`.",
         prog="phq eval",
         description="Metrics, plots and a report from PREDICTIONS.csv (user_id,y_true,y_pred), "
         "or from --model scored over --events and --labels.",
@@ -199,6 +155,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--model", help="model directory to score with (instead of a predictions CSV)")
     p.add_argument("--events", help="chat events (JSON lines) to score, with --model")
     p.add_argument("--labels", help="questionnaire labels CSV, with --model")
+    p.add_argument("--allow-training-users", action="store_true",
+                   help="with --model: evaluate even users the model trained or was selected on (flagged in metrics.json)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates over users")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default="PHQ-9 evaluation")
@@ -209,16 +167,30 @@ def main(argv: list[str]) -> int:
                 print("phq eval: --model needs --events and --labels, and no PREDICTIONS.csv", file=sys.stderr)
                 return 2
             from training.data import predict_for_labels
+            from training.train import users_seen_in_training
 
             users, y, pred = predict_for_labels(args.model, args.events, args.labels)
+            seen = users_seen_in_training(args.model, set(users.tolist()))
+            if seen and not args.allow_training_users:
+                print(f"phq eval: {len(seen)} of the {len(set(users.tolist()))} users in --labels trained or selected this "
+                      "model (its training-users.json), so their scores overstate accuracy: evaluate on other users, or pass "
+                      "--allow-training-users to evaluate anyway with them flagged", file=sys.stderr)
+                return 1
+            if seen is None:
+                print(f"phq eval: {args.model} does not record its training users; make sure --labels holds none of them",
+                      file=sys.stderr)
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            write_predictions(Path(args.out) / "predictions.csv", users, y, pred)
+            write_predictions(Path(args.out) / "predictions.csv", users, y, pred,
+                              {"in_training": [u in (seen or ()) for u in users]})
         elif args.predictions:
             users, y, pred = read_predictions(args.predictions)
         else:
             print("phq eval: give PREDICTIONS.csv, or --model with --events and --labels", file=sys.stderr)
             return 2
         m = evaluate_arrays(users, y, pred, args.out, title=args.title, n_boot=args.bootstrap, seed=args.seed)
+        if args.model:  # how many evaluated users the model had seen in training (None: it does not say)
+            m["training_users"] = None if seen is None else len(seen)
+            (Path(args.out) / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     except (OSError, ValueError) as exc:
         print(f"phq eval: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,8 @@ import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -176,8 +177,35 @@ def run_teacher(examples: list[Example], endpoint: str, model: str, retries: int
                              "attempts": r.attempts, "error": r.error})
         else:
             scores = [it["score"] for it in r.items]
-            labels.append(Label(r.example.user_id, r.example.survey_ts, float(sum(scores)), "teacher", scores))
+            labels.append(Label(r.example.user_id, r.example.survey_ts, float(sum(scores)), "teacher", scores,
+                                source=f"teacher:llm:{model}", round=0, model_version=model))
     return labels, failures
+
+
+# --- the builtin teacher (no LLM) -------------------------------------------------------------------
+
+def builtin_rater():
+    """(rate, source, version) of the teacher that needs no LLM: `rate(examples)` gives nine item
+    ratings (0..3, real-valued allowed) per window.
+
+    Until the cold-start item model (issue 9) lands this is the rule-based stand-in reader of `phq synth`'s
+    grammar (training/stand_in_teacher.py); the item model replaces this function's body with its own
+    batched item scores, and everything downstream stays as it is.
+    """
+    from training import stand_in_teacher
+
+    return (lambda examples: [stand_in_teacher.rate_window(ex) for ex in examples]), "teacher:builtin:stand-in", \
+        stand_in_teacher.VERSION
+
+
+def builtin_teacher(examples: list[Example]) -> tuple[list[Label], list[dict]]:
+    """(teacher labels, failures) from the builtin teacher: the LLM path's shape, total = the items' sum."""
+    rate, source, version = builtin_rater()
+    labels = []
+    for ex, items in zip(examples, rate(examples)):
+        labels.append(Label(ex.user_id, ex.survey_ts, float(min(27.0, sum(items))), "teacher", list(items),
+                            source=source, round=0, model_version=version))
+    return labels, []
 
 
 def write_teacher_labels(labels: list[Label], path: str | Path) -> None:
@@ -185,67 +213,110 @@ def write_teacher_labels(labels: list[Label], path: str | Path) -> None:
 
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["user_id", "survey_date", "phq9_total", *[f"item_{i}" for i in range(1, 10)], "provenance"])
+        w.writerow(["user_id", "survey_date", "phq9_total", *[f"item_{i}" for i in range(1, 10)], "provenance",
+                    "source", "round", "model_version"])
         for lab in labels:
-            w.writerow([lab.user_id, lab.survey_ts.isoformat(), f"{lab.total:g}", *(lab.items or [""] * 9), lab.provenance])
+            w.writerow([lab.user_id, lab.survey_ts.isoformat(), f"{lab.total:g}",
+                        *([f"{v:g}" for v in lab.items] if lab.items else [""] * 9), lab.provenance, lab.source,
+                        lab.round, lab.model_version])
 
 
-# --- students -----------------------------------------------------------------------------------
+# --- the scheme: teacher, then students ------------------------------------------------------------
 
-# The student scheme's settings, as plain data.
-STUDENTS = dict(
-    rounds=2,
-    passes=8,  # MC-dropout passes forming the ensemble of the confidence rule
-    max_std=1.5,  # keep a pseudolabel when the passes agree within this many PHQ-9 points (std)
+# The scheme's settings, as plain data.
+SCHEME = dict(
+    rounds=2,  # student rounds after round 0
+    passes=8,  # forward passes with dropout on: the spread of a student's pseudolabel
+    max_std=1.5,  # keep a student's pseudolabel only when its passes agree within this many points (std)
 )
 
 
-def run_students(cfg: dict, gt_train: list[Example], val: list[Example], test: list[Example],
-                 unlabelled: list[Example], teacher: list[Label], out: Path, rounds: int, passes: int,
-                 max_std: float, log=print, install_final: bool = False) -> list[dict]:
-    """The iterative scheme. Round 0 trains on real labels only (the ablation's baseline); round k >= 1
-    trains from the base model on real labels plus pseudolabels: teacher labels when given, and the
-    users round k-1's model labelled confidently (its MC-dropout ensemble of `passes` agrees within
-    `max_std` points), a user's newest confident student label replacing an older label.
-    Provenance weights (cfg) weigh each source; test users are never trained on.
-    """
-    from dataclasses import replace
+@dataclass
+class Student:
+    """How the scheme trains a student and asks it: the regressor of training/train.py today; the item
+    model's trainer (training/train_items.py) plugs in with the same three calls.
 
-    from training.data import write_labels
-    from training.evaluate import evaluate_arrays, write_predictions
+    train(cfg, train_examples, val_examples, run_dir, log=..., test_users=...) -> result dict with at least
+        model_version, model_path, installed_path, best_val_mae, train_seconds (and what predict needs)
+    predict(result, examples) -> PHQ-9 points per example
+    spread(result, examples, passes) -> (means, stds) in PHQ-9 points, from an uncertainty estimate that varies
+    """
+
+    train: Callable
+    predict: Callable
+    spread: Callable
+
+
+def regressor_student() -> Student:
     from training.train import mc_predict, predict, train
 
-    by_user = {lab.user_id: lab for lab in teacher}  # newest pseudolabel per unlabelled user
-    pool = {ex.user_id: ex for ex in unlabelled}
+    return Student(train=train,
+                   predict=lambda r, ex: predict(r["model"], r["tokenizer"], r["meta"], ex),
+                   spread=lambda r, ex, passes: mc_predict(r["model"], r["tokenizer"], r["meta"], ex, passes=passes))
+
+
+def relabel(student: Student, result: dict, pool: list[Example], passes: int, max_std: float,
+            round_: int) -> tuple[list[Label], list[bool]]:
+    """Every pool user's pseudolabel from one student (the mean of its passes), with its round, the
+    student's model version and the spread; and whether each passes the filter (spread <= max_std)."""
+    means, stds = student.spread(result, pool, passes)
+    labels = [Label(ex.user_id, ex.survey_ts, mu, f"student_round_{round_}", source="student", round=round_,
+                    model_version=result["model_version"], spread=sd) for ex, mu, sd in zip(pool, means, stds)]
+    return labels, [sd <= max_std for sd in stds]
+
+
+def pseudo_examples(pool: list[Example], labels: list[Label]) -> list[Example]:
+    """The pool windows carrying `labels` as their targets (what a round trains on besides the real labels)."""
+    by_user = {ex.user_id: ex for ex in pool}
+    return [replace(by_user[lab.user_id], total=lab.total, provenance=lab.provenance) for lab in labels
+            if lab.user_id in by_user]
+
+
+def run_scheme(cfg: dict, gt_train: list[Example], val: list[Example], test: list[Example], pool: list[Example],
+               teacher: list[Label], out: Path, rounds: int, passes: int, max_std: float, log=print,
+               install_final: bool = False, student: Student | None = None) -> list[dict]:
+    """The paper's scheme. Round 0 trains on the real labels plus the teacher's pseudolabels of the pool.
+    After round k, its student relabels the whole pool; a pseudolabel is kept only when the student's
+    uncertainty estimate agrees (spread <= `max_std`), and round k+1 trains afresh from the base model on
+    the real labels plus the kept labels. Every round's pool labels are written with their source, round,
+    model version and spread (`pool_labels_round_<k>.csv`, `kept` column); test users are never trained on.
+    """
+    from training.data import write_labels
+    from training.evaluate import evaluate_arrays, write_predictions
+
+    student = student or regressor_student()
+    out.mkdir(parents=True, exist_ok=True)
+    by_user = {ex.user_id: ex for ex in pool}
+    current = [lab for lab in teacher if lab.user_id in by_user]  # the pseudolabels the next round trains on
+    write_labels(current, out / "pool_labels_round_0.csv", {"kept": [True] * len(current)})
+    test_users = [e.user_id for e in test]
     summary = []
     for k in range(rounds + 1):
-        pseudo = [] if k == 0 else [replace(pool[u], total=lab.total, provenance=lab.provenance)
-                                    for u, lab in by_user.items() if u in pool]
+        pseudo = pseudo_examples(pool, current)
         run = out / f"round_{k}"
-        log(f"round {k}: {len(gt_train)} real + {len(pseudo)} pseudo-labelled windows")
-        res = train({**cfg, "install": install_final and k == rounds, "name": f"student{k}"}, gt_train + pseudo, val,
-                    run, log=log)
-        model, tok, meta = res["model"], res["tokenizer"], res["meta"]
+        log(f"round {k}: {len(gt_train)} real + {len(pseudo)} pseudo-labelled windows "
+            f"({', '.join(sorted({lab.provenance for lab in current})) or 'none'})")
+        res = student.train({**cfg, "install": install_final and k == rounds, "name": f"student{k}"}, gt_train + pseudo,
+                            val, run, log=log, test_users=test_users)
         row = {"round": k, "n_real": len(gt_train), "n_pseudo": len(pseudo),
-               "pseudo_provenance": sorted({p.provenance for p in pseudo}), "best_val_mae": res["best_val_mae"],
-               "train_seconds": res["train_seconds"], "model_path": res["model_path"],
-               "installed_path": res["installed_path"]}
+               "pseudo_provenance": sorted({lab.provenance for lab in current}), "best_val_mae": res["best_val_mae"],
+               "train_seconds": res["train_seconds"], "model_version": res["model_version"],
+               "model_path": res["model_path"], "installed_path": res["installed_path"]}
         if test:
-            pred = predict(model, tok, meta, test)
-            write_predictions(run / "test_predictions.csv", [e.user_id for e in test], [e.total for e in test], pred,
+            pred = student.predict(res, test)
+            write_predictions(run / "test_predictions.csv", test_users, [e.total for e in test], pred,
                               {"survey_date": [e.survey_ts.isoformat() for e in test]})
-            m = evaluate_arrays([e.user_id for e in test], [e.total for e in test], pred, run / "eval",
+            m = evaluate_arrays(test_users, [e.total for e in test], pred, run / "eval",
                                 title=f"Student round {k} on held-out real-labelled users", n_boot=300)
             row.update({key: m[key] for key in ("mae", "rmse", "pearson_r", "spearman_rho", "auc_10")})
-        if k < rounds and unlabelled:
-            means, stds = mc_predict(model, tok, meta, unlabelled, passes=passes)
-            kept = [(ex, mu) for ex, mu, sd in zip(unlabelled, means, stds) if sd <= max_std]
-            for ex, mu in kept:
-                by_user[ex.user_id] = Label(ex.user_id, ex.survey_ts, mu, f"student_round_{k + 1}")
-            write_labels([Label(ex.user_id, ex.survey_ts, mu, f"student_round_{k + 1}") for ex, mu in kept],
-                         out / f"pseudo_labels_round_{k + 1}.csv")
-            row["next_round_kept"] = len(kept)
-            row["next_round_candidates"] = len(unlabelled)
+        if k < rounds and pool:
+            labels, kept = relabel(student, res, pool, passes, max_std, k + 1)
+            write_labels(labels, out / f"pool_labels_round_{k + 1}.csv", {"kept": kept})
+            current = [lab for lab, keep in zip(labels, kept) if keep]
+            spreads = [lab.spread for lab in labels]
+            row.update({"next_round_kept": len(current), "next_round_candidates": len(pool),
+                        "spread_min": min(spreads), "spread_median": sorted(spreads)[len(spreads) // 2],
+                        "spread_max": max(spreads)})
         summary.append(row)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -260,13 +331,16 @@ def _teacher_main(argv: list[str]) -> int:
     from training.data import labelled_examples, read_labels, read_transcripts, unlabelled_examples
 
     p = argparse.ArgumentParser(prog="phq pseudolabel teacher",
-                                description="Rate each window's nine PHQ-9 items with an LLM behind an OpenAI-compatible endpoint.")
+                                description="Rate each window's nine PHQ-9 items with an LLM behind an OpenAI-compatible "
+                                "endpoint, or with the builtin teacher (--builtin, no LLM).")
     p.add_argument("--events", required=True)
     p.add_argument("--labels", help="real labels: with --target unlabelled, who to skip; with --target labelled, which windows")
     p.add_argument("--target", choices=["unlabelled", "labelled"], default="unlabelled",
                    help="unlabelled users at their last turn, or labelled users at their survey dates (quality analysis)")
-    p.add_argument("--endpoint", required=True, help="base URL, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--model", required=True, help="model name the endpoint serves")
+    p.add_argument("--builtin", action="store_true", help="the builtin teacher instead of an LLM endpoint (nothing leaves "
+                   "this machine)")
+    p.add_argument("--endpoint", help="base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", help="model name the endpoint serves")
     p.add_argument("--api-key-env", default="", help="environment variable holding the endpoint's API key")
     p.add_argument("--allow-hosted", action="store_true",
                    help="allow a non-local endpoint: transcripts (health data) leave the platform")
@@ -276,7 +350,10 @@ def _teacher_main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="labels CSV (provenance teacher)")
     p.add_argument("--failures", help="JSON lines of windows the teacher could not rate (default: OUT.failures.jsonl)")
     args = p.parse_args(argv)
-    if not is_local_endpoint(args.endpoint) and not args.allow_hosted:
+    if args.builtin == bool(args.endpoint or args.model) or (args.endpoint and not args.model):
+        print("phq pseudolabel teacher: give either --builtin, or --endpoint URL with --model NAME", file=sys.stderr)
+        return 2
+    if args.endpoint and not is_local_endpoint(args.endpoint) and not args.allow_hosted:
         print(f"phq pseudolabel: {args.endpoint} is not a loopback or private-network address; sending transcripts there "
               "is health data leaving the platform: pass --allow-hosted if that is approved", file=sys.stderr)
         return 2
@@ -290,8 +367,11 @@ def _teacher_main(argv: list[str]) -> int:
         examples, _ = labelled_examples(turns, real, window_days)
     else:
         examples = unlabelled_examples(turns, {lab.user_id for lab in real}, window_days)
-    labels, failures = run_teacher(examples, args.endpoint, args.model, args.retries, args.concurrency, args.max_chars,
-                                   os.environ.get(args.api_key_env, "") if args.api_key_env else "")
+    if args.builtin:
+        labels, failures = builtin_teacher(examples)
+    else:
+        labels, failures = run_teacher(examples, args.endpoint, args.model, args.retries, args.concurrency, args.max_chars,
+                                       os.environ.get(args.api_key_env, "") if args.api_key_env else "")
     write_teacher_labels(labels, args.out)
     fail_path = Path(args.failures or f"{args.out}.failures.jsonl")
     fail_path.write_text("".join(json.dumps(f) + "\n" for f in failures))
@@ -301,37 +381,41 @@ def _teacher_main(argv: list[str]) -> int:
 
 def _students_main(argv: list[str]) -> int:
     from phq.settings import get_settings
-    from training.data import labelled_examples, read_labels, read_transcripts, split_users, unlabelled_examples
+    from training.data import (labelled_examples, read_labels, read_transcripts, split_users, splits_from_labels,
+                               unlabelled_examples)
     from training.train import CONFIG, apply_overrides
 
     p = argparse.ArgumentParser(prog="phq pseudolabel students",
-                                description="Iterative student pseudolabelling: train on real labels, label the confident "
-                                "unlabelled users, retrain on real plus pseudo, for N rounds.")
+                                description="The teacher-to-student scheme: round 0 trains on real labels plus teacher "
+                                "pseudolabels of the unlabelled pool; each later round relabels the pool with the previous "
+                                "student, keeps the labels its uncertainty estimate agrees on, and retrains.")
     p.add_argument("--events", required=True)
-    p.add_argument("--labels", required=True, help="real labels")
-    p.add_argument("--teacher-labels", help="teacher labels for unlabelled users (used from round 1, weighted)")
-    p.add_argument("--rounds", type=int, default=STUDENTS["rounds"])
-    p.add_argument("--passes", type=int, default=STUDENTS["passes"])
-    p.add_argument("--max-std", type=float, default=STUDENTS["max_std"])
+    p.add_argument("--labels", required=True, help="real labels (a split column, as phq synth writes, is honoured)")
+    p.add_argument("--teacher-labels", help="the teacher's labels of the unlabelled pool (round 0 trains on them)")
+    p.add_argument("--rounds", type=int, default=SCHEME["rounds"])
+    p.add_argument("--passes", type=int, default=SCHEME["passes"])
+    p.add_argument("--max-std", type=float, default=SCHEME["max_std"])
     p.add_argument("--base-model", default=CONFIG["base_model"])
-    p.add_argument("--out", required=True, help="directory for each round's run, pseudolabels and summary.json")
+    p.add_argument("--out", required=True, help="directory for each round's run, pool labels and summary.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     cfg = apply_overrides({**CONFIG, "base_model": args.base_model, "window_days": get_settings().window_days},
                           args.set, "phq pseudolabel")
     if cfg is None:
         return 2
-    turns, _ = read_transcripts(args.events)
-    real = read_labels(args.labels)
+    try:
+        turns, _ = read_transcripts(args.events)
+        real = read_labels(args.labels)
+        teacher = read_labels(args.teacher_labels) if args.teacher_labels else []
+    except (OSError, ValueError) as exc:
+        print(f"phq pseudolabel: {exc}", file=sys.stderr)
+        return 1
     gt, _ = labelled_examples(turns, real, cfg["window_days"])
-    split = split_users([e.user_id for e in gt], cfg["seed"], cfg["val_frac"], cfg["test_frac"])
-    unlabelled = unlabelled_examples(turns, {lab.user_id for lab in real}, cfg["window_days"])
-    teacher = read_labels(args.teacher_labels) if args.teacher_labels else []
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = run_students(cfg, [e for e in gt if e.user_id in split["train"]], [e for e in gt if e.user_id in split["val"]],
-                           [e for e in gt if e.user_id in split["test"]], unlabelled, teacher, out,
-                           args.rounds, args.passes, args.max_std, install_final=True)
+    split = splits_from_labels(real) or split_users([e.user_id for e in gt], cfg["seed"], cfg["val_frac"], cfg["test_frac"])
+    pool = unlabelled_examples(turns, {lab.user_id for lab in real}, cfg["window_days"])
+    part = {name: [e for e in gt if e.user_id in users] for name, users in split.items()}
+    summary = run_scheme(cfg, part["train"], part["val"], part["test"], pool, teacher, Path(args.out),
+                         args.rounds, args.passes, args.max_std, install_final=True)
     for row in summary:
         print(json.dumps({k: row.get(k) for k in ("round", "n_pseudo", "best_val_mae", "mae", "auc_10", "next_round_kept")}))
     return 0

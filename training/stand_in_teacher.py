@@ -1,6 +1,8 @@
-"""A stand-in teacher: a local HTTP server speaking the OpenAI chat-completions protocol whose
-"model" is a rule-based reader of `phq synth`'s phrase banks. Not an LLM and not a measure of one:
-it lets tests and the CPU study run the teacher path end to end where no LLM is available.
+"""A stand-in teacher: a local HTTP server speaking the OpenAI chat-completions protocol whose "model"
+is a rule-based reader of `phq synth`'s own grammar (training/phrases.py), and the same reader as a
+plain function (`rate_window`, the builtin teacher until the cold-start item model replaces it).
+Not an LLM and not a measure of one: it knows the generator's sentences, so it is an upper bound on
+reading them, and it must still guess how often a symptom was there on days the user did not chat.
 """
 
 from __future__ import annotations
@@ -10,30 +12,58 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from training import synth
+from phq.items import N_ITEMS, WINDOW_DAYS, item_answer_from_days
+from training import phrases as P
 
-_HEDGE = re.compile(r"\b(maybe|i guess|possibly|i think|sort of|kind of)\b", re.I)
+VERSION = "stand-in-rules-v2"
+DISCLOSURE_GUESS = 0.7  # how often a user mentions a symptom they have, on a day they chat
+_PRESENT = [re.compile("|".join(f"(?<![a-z']){P.template_pattern(t)}(?![a-z])" for fam in item["families"] for t in fam))
+            for item in P.ITEMS]
+_NOT_THEIRS_NOW = re.compile(r"(?:^|\s)'|wouldn't say|it's not like|people assume")  # quoted, or denied
+_SPANS = [(lowest, re.compile("|".join(re.escape(w) for w in train + test))) for lowest, train, test in P.SPANS]
+_SESSION = re.compile(r"^\[session of (\d{4}-\d{2}-\d{2})")
 
 
 def rate(transcript: str) -> list[dict]:
-    """Nine {item, score, evidence} ratings from the newest present-tense mention of each item in User lines."""
-    out = [{"item": i + 1, "score": 0, "evidence": ""} for i in range(9)]
+    """Nine {item, score, evidence} ratings of a transcript (`User:` lines under `[session of DATE]` headers):
+    per item, the days with a present first-person mention, scaled up for days not chatted on, at least
+    what a frequency phrase says, mapped by the questionnaire's rule."""
+    dates: set[str] = set()
+    seen: list[dict[str, str]] = [{} for _ in range(N_ITEMS)]  # item -> {date: evidence}
+    said_days = [0] * N_ITEMS
+    date = ""
     for line in transcript.splitlines():
+        m = _SESSION.match(line.strip())
+        if m:
+            date = m.group(1)
+            dates.add(date)
+            continue
         if not line.startswith("User: "):
             continue
-        text = line[len("User: "):]
-        for sentence in re.split(r"(?<=[.?!])\s+", text):
+        for sentence in re.split(r"(?<=[.?!])\s+", line[len("User: "):]):
             low = sentence.lower()
-            for i, bank in enumerate(synth.SYMPTOMS):
-                core = next((c for c in bank["now"] if c.lower() in low), None)
-                if core is None:
-                    continue
-                level = next((lv for lv, words in synth.FREQUENCY.items() if any(w in low for w in words)), 1)
-                if _HEDGE.search(sentence):
-                    level = 1
-                start = low.index(core.lower())
-                out[i] = {"item": i + 1, "score": level, "evidence": sentence[start : start + len(core)]}
+            if _NOT_THEIRS_NOW.search(low):
+                continue
+            for i, pattern in enumerate(_PRESENT):
+                hit = pattern.search(low)
+                if hit:
+                    seen[i][date] = sentence[hit.start():hit.end()]
+                    said_days[i] = max([said_days[i]] + [lowest for lowest, p in _SPANS if p.search(low)])
+    out = []
+    for i in range(N_ITEMS):
+        days = min(WINDOW_DAYS, len(seen[i]) / max(len(dates), 1) * WINDOW_DAYS / DISCLOSURE_GUESS) if seen[i] else 0
+        score = item_answer_from_days(round(max(days, said_days[i])))
+        evidence = next(reversed(seen[i].values())) if seen[i] and score > 0 else ""
+        out.append({"item": i + 1, "score": score, "evidence": evidence})
     return out
+
+
+def rate_window(ex) -> list[float]:
+    """Nine item ratings (0..3) of one window (`training.data.Example`): the builtin teacher's signature."""
+    from training.pseudolabel import transcript_text
+
+    text, _ = transcript_text(ex, max_chars=10**7)
+    return [float(it["score"]) for it in rate(text)]
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -15,14 +15,10 @@ CHAT_TEMPLATE = (
 
 
 def corpus() -> list[str]:
-    from training import synth
+    from training import phrases
 
-    lines = list(synth.FILLER) + list(synth.ASSISTANT) + list(synth.GREETINGS)
-    for bank in synth.SYMPTOMS:
-        lines += bank["now"] + bank["fine"] + [bank["past"], bank["echo"]]
-    lines += [" ".join(v) for v in synth.FREQUENCY.values()]
-    lines += ["User: Assistant: session of Monday Tuesday Wednesday Thursday Friday Saturday Sunday UTC 0123456789 : - [ ]"]
-    return lines
+    return phrases.all_phrases() + [
+        "User: Assistant: session of Monday Tuesday Wednesday Thursday Friday Saturday Sunday UTC 0123456789 : - [ ]"]
 
 
 def build_tokenizer(kind: str = "encoder", vocab_size: int = 600):
@@ -53,8 +49,10 @@ def build_tokenizer(kind: str = "encoder", vocab_size: int = 600):
     return fast
 
 
-def save_tiny_base(out_dir: str | Path, kind: str = "encoder", seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """A random-initialised BERT (encoder) or Qwen3 (decoder) regressor and its tokenizer, saved as a base model."""
+def save_tiny_base(out_dir: str | Path, kind: str = "encoder", seed: int = 0, hidden: int = 32, layers: int = 2,
+                   head_dim: int = 16) -> Path:
+    """A random-initialised BERT (encoder) or Qwen3 (decoder) regressor and its tokenizer, saved as a base model
+    (vLLM's CPU attention wants a decoder `head_dim` of at least 64)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, Qwen3Config, Qwen3ForSequenceClassification
 
@@ -68,7 +66,7 @@ def save_tiny_base(out_dir: str | Path, kind: str = "encoder", seed: int = 0, hi
         model = BertForSequenceClassification(config)
     else:
         config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                             num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                             num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=head_dim,
                              max_position_embeddings=2048, num_labels=1, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
         model = Qwen3ForSequenceClassification(config)
