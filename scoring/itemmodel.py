@@ -45,9 +45,10 @@ EMBED_CACHE_ENTRIES = 65536  # clause embeddings kept between calls (the worker 
 DEFAULT_HYPER = {
     "top_k": 5,  # a clause's nearness to a facet: its nearest statement and the mean of its top_k ...
     "top1_weight": 0.3,  # ... weighted so: a close paraphrase of one statement counts, a stray word does not
+    "top1_margin": 0.25,  # and a near copy of one statement counts as its cosine less this, whatever the rest
     "temperature": 0.02,  # of the softmax over facets (and "none")
     "none_at": 0.6,  # the nearness of the "none of these" choice: a clause nearer no facet than this is no evidence
-    "mention_prob": 0.7,  # chance a present symptom is mentioned on a day the user talks
+    "mention_prob": 0.5,  # chance a present symptom comes up on a day the user talks (about half, we reason)
     "prior_rate": 0.001,  # share of days with a symptom before any evidence
     "prior_days": 2.0,  # weight of that prior, in days
 }
@@ -104,7 +105,7 @@ def render_items(turns, tokenizer, token_budget: int) -> ItemRendered:
     for t in reversed(user_turns):
         cls = clauses(t.text, MAX_CLAUSES_PER_TURN)
         truncated = truncated or len(cls) >= MAX_CLAUSES_PER_TURN
-        ids = _token_ids(tokenizer, [c.text for c in cls])
+        ids = _token_ids(tokenizer, [c.core for c in cls])
         cost = sum(len(i) for i in ids)
         if kept and used + cost > token_budget:
             truncated = True
@@ -233,6 +234,7 @@ class ItemHeads:
         self.hyper = dict(hyper)
         self.top_k = int(hyper.get("top_k", 5))
         self.top1_weight = float(hyper.get("top1_weight", 0.0))
+        self.top1_margin = float(hyper.get("top1_margin", 1.0))
         self._facets = None
 
     @classmethod
@@ -269,11 +271,12 @@ class ItemHeads:
         import torch
 
         sims = emb @ self.t["bank"].T
-        w = self.top1_weight
+        w, margin = self.top1_weight, self.top1_margin
         cols = []
         for _, _, c in self.facets():
             top = sims[:, c].topk(min(self.top_k, len(c)), dim=1).values
-            cols.append(w * top[:, 0] + (1 - w) * top.mean(1))
+            near = w * top[:, 0] + (1 - w) * top.mean(1)
+            cols.append(torch.maximum(near, top[:, 0] - margin))
         return torch.stack(cols, dim=1)
 
     def clause_probs(self, emb, weights):

@@ -27,7 +27,8 @@ _WORD = re.compile(r"[a-z']+")
 
 @dataclass(frozen=True)
 class Clause:
-    text: str
+    text: str  # as the user wrote it (excerpts quote this)
+    core: str  # what the encoder reads: without discourse fillers and how-often phrases (cues carry those)
     start: int  # character offset in the turn's text
     end: int
     weight: float  # 0..1: how much this clause can say about the user's own present state
@@ -197,30 +198,48 @@ def clause_cues(clause: str) -> tuple[float, float, tuple[str, ...]]:
     return weight, span, tuple(cues)
 
 
+# Openers that carry no content ("to be honest", "ugh", "I don't know,"), and how-often phrases, which
+# the cues read: left in, they pull a clause's embedding away from the statement it makes.
+_FILLER = re.compile(
+    r"^(?:(?:so|well|ugh|um+|uh+|hmm+|honestly|to be honest|tbh|like|anyway|ok|okay|yeah|yes|no|oh|i mean|"
+    r"i don'?t know|idk|i guess|i think|basically|lol|and|but|also|plus|just|hi|hey|hello)\b[,.!:]*\s*)+", re.I)
+_HOW_OFTEN = re.compile(
+    r"\s*\b(?:(?:most|some|many|a few|a couple of|several|a lot of|nearly all|almost all|all) (?:of the )?(?:days|nights|"
+    r"mornings|evenings|time|times)(?: (?:this|last|a|per) (?:week|fortnight|month))?|(?:every|each) (?:single )?"
+    r"(?:day|night|morning|evening)(?: (?:this|last) (?:week|fortnight))?|(?:once|twice|a couple of times|a few times|"
+    r"several times) (?:this|last|a) (?:week|fortnight)|this (?:week|fortnight)|these days|lately|recently|"
+    r"all the time|nearly every day|almost every day|again)\b", re.I)
+
+
+def core_text(clause: str) -> str:
+    """The clause as the encoder should read it: fillers and how-often phrases out (never emptied)."""
+    core = _HOW_OFTEN.sub("", _FILLER.sub("", clause.strip())).strip(" ,.;:-")
+    return core if len(core) >= MIN_CLAUSE_CHARS and any(ch.isalnum() for ch in core) else clause.strip()
+
+
 def clauses(text: str, max_clauses: int | None = None) -> list[Clause]:
     out = []
     for piece, start, end in split_clauses(text, max_clauses):
         weight, span, cues = clause_cues(piece)
-        out.append(Clause(piece, start, end, weight, span, cues))
+        out.append(Clause(piece, core_text(piece), start, end, weight, span, cues))
     return out
 
 
 def excerpt(text: str, start: int, end: int, limit: int = 200) -> str:
-    """At most `limit` characters of `text` around [start, end): the clause, widened to its sentence
-    where room allows, with an ellipsis where it was cut."""
-    s_start = max(text.rfind(". ", 0, start) + 2, text.rfind("\n", 0, start) + 1, 0)
-    s_end_candidates = [i for i in (text.find(". ", end), text.find("\n", end)) if i >= 0]
-    s_end = min(s_end_candidates) + 1 if s_end_candidates else len(text)
-    if s_end - s_start <= limit:
-        a, b = s_start, s_end
-    else:
-        room = max(0, limit - (end - start))
-        a = max(s_start, start - room // 2)
-        b = min(s_end, end + (limit - (end - a)))
-        if b - a > limit:
-            b = a + limit
+    """At most `limit` characters of `text` around the clause at [start, end): its sentence when that
+    fits, else a window around the clause; an ellipsis marks each side cut inside the sentence."""
+    dot = text.rfind(". ", 0, start)
+    s_start = max(dot + 2 if dot >= 0 else 0, text.rfind("\n", 0, start) + 1)
+    ends = [i + 1 for i in (text.find(". ", end), text.find("\n", end)) if i >= 0]
+    s_end = min(ends) if ends else len(text)
+    a, b = s_start, s_end
+    if b - a > limit:  # the sentence is too long: a window around the clause
+        a = max(s_start, start - max(0, limit - (end - start)) // 2)
+        b = min(s_end, a + limit)
     piece = " ".join(text[a:b].split())
-    prefix = "\u2026" if a > 0 and text[a - 1:a].strip() and a > s_start else ""
+    prefix = "\u2026" if a > s_start else ""
     suffix = "\u2026" if b < s_end else ""
     room = limit - len(prefix) - len(suffix)
-    return prefix + piece[:room] + suffix
+    if len(piece) > room:
+        piece, suffix = piece[: room - (0 if suffix else 1)], "\u2026"
+    return prefix + piece + suffix

@@ -515,15 +515,18 @@ def apply_overrides(cfg: dict, pairs: list[str], prog: str) -> dict | None:
     return cfg
 
 
-# Which trainer a base model gets: its phq.json `kind` (absent: a regressor). Another kind adds a line
-# here, e.g. "items": "training.train_items:main" (the same argument list as `main`).
-TRAINERS = {"regressor": "training.train:train_regressor_main"}
+# Which trainer a base model gets: its phq.json `kind` (absent: a regressor); "coldstart" names the
+# cold-start item model. Every trainer takes the same argument list as `main`.
+TRAINERS = {"regressor": "training.train:train_regressor_main", "items": "training.train_items:main"}
 
 
 def trainer_for(base_model: str) -> str:
     """The TRAINERS entry for a base model: a model directory's phq.json names its kind."""
     meta = Path(base_model) / "phq.json"
-    kind = json.loads(meta.read_text()).get("kind", "regressor") if base_model != "minilm" and meta.is_file() else "regressor"
+    if base_model == "coldstart":
+        kind = "items"
+    else:
+        kind = json.loads(meta.read_text()).get("kind", "regressor") if base_model != "minilm" and meta.is_file() else "regressor"
     if kind not in TRAINERS:
         raise SystemExit(f"phq train: no trainer for model kind {kind!r} ({base_model}); known: {', '.join(TRAINERS)}")
     return TRAINERS[kind]

@@ -92,8 +92,7 @@ def make_splits(examples, labels, cfg) -> dict[str, set[str]]:
     """Only real labels choose validation and test users; pseudolabelled users only ever train."""
     from training import data
 
-    recorded = getattr(data, "splits_from_labels", None)
-    splits = recorded(labels) if recorded else None
+    splits = data.splits_from_labels([lab for lab in labels if lab.provenance == "gt"])
     real_users = sorted({ex.user_id for ex in examples if ex.provenance == "gt"})
     if splits is None:
         splits = data.split_users(real_users, cfg["seed"], cfg["val_frac"], cfg["test_frac"])
@@ -195,6 +194,33 @@ def fit(model, train: Batch, val: Batch, cfg, say) -> dict:
     return {"best_step": best["step"], "best_val_mae": best["val_mae"], "history": history}
 
 
+def _totals(model, batch: Batch) -> list[float]:
+    import torch
+
+    with torch.no_grad():
+        return batch.predict(model.heads).sum(1).clamp(0, 27).tolist()
+
+
+def _baselines(part: dict, predictions: dict, model_dirs: dict) -> dict:
+    """The trained model, the cold-start model and the baselines (training mean, length only, TF-IDF +
+    ridge, any --baseline-model) on the same held-out test users, fit on the same real training labels."""
+    from training import baselines
+
+    test = part["test"]
+    if not test:
+        return {}
+    fitted = baselines.run(baselines.standard(model_dirs), [e for e in part["train"] if e.provenance == "gt"], test)
+    return baselines.metrics_table([e.total for e in test], {**predictions, **fitted})
+
+
+def _record_training_users(model_dir: Path, users: set[str]) -> None:
+    """Hashes of the users the model trained or was selected on, so `phq eval --model` can refuse them."""
+    from training.train import TRAINING_USERS_FILE, _user_hash
+
+    body = {"hash": "sha256 of user_id", "users": sorted(_user_hash(u) for u in users)}
+    (model_dir / TRAINING_USERS_FILE).write_text(json.dumps(body) + "\n")
+
+
 def held_out_metrics(model, batch: Batch) -> dict:
     import numpy as np
     import torch
@@ -273,6 +299,7 @@ def run(events: str, label_files: list[str], run_dir: Path, cfg: dict) -> dict:
     batches = {name: Batch(model, exs, cfg) for name, exs in part.items()}
     say(f"encoder read {sum(int(b.emb.shape[0]) for b in batches.values())} clauses in {time.monotonic() - started:.0f}s")
     before = {name: held_out_metrics(model, b) for name, b in batches.items() if name != "train"}
+    base_test_pred = _totals(model, batches["test"])
     history = fit(model, batches["train"], batches["val"], cfg, say)
     after = {name: held_out_metrics(model, b) for name, b in batches.items() if name != "train"}
 
@@ -287,10 +314,13 @@ def run(events: str, label_files: list[str], run_dir: Path, cfg: dict) -> dict:
         cal["model_version"] = version
     out = write_model(base, run_dir / "model", model, {
         "model_version": version, "data_fingerprint": fp, "base_model": base_version, "calibration": cal})
+    _record_training_users(out, splits["train"] | splits["val"])
     (run_dir / "splits.json").write_text(json.dumps({k: sorted(v) for k, v in splits.items()}, indent=1) + "\n")
 
     report = {"model_version": version, "base_model": base_version, "train": history,
-              "held_out": {"base": before, "trained": after}, "calibration": cal}
+              "held_out": {"base": before, "trained": after}, "calibration": cal,
+              "baselines": _baselines(part, {version: _totals(model, batches["test"]), "cold_start_items": base_test_pred},
+                                      cfg.get("baseline_models") or {})}
     if cfg["realtext"]:
         say("real-text checks: the trained model and the cold-start model")
         trained_rt, base_rt = realtext_headline(out, cfg), realtext_headline(base, cfg)
@@ -327,6 +357,8 @@ def print_summary(report: dict) -> None:
     lines = [f"model {report['model_version']} (from {report['base_model']})",
              f"  held-out test users: cold start {fmt(report['held_out']['base'].get('test'))}; "
              f"trained {fmt(report['held_out']['trained'].get('test'))}"]
+    for name, m in (report.get("baselines") or {}).items():
+        lines.append(f"    {name}: MAE {m['mae']:.2f}, r {m['pearson_r'] if m['pearson_r'] is None else round(m['pearson_r'], 2)}")
     rt = report.get("realtext")
     if rt and rt.get("trained") and rt.get("base"):
         from training.realtext import headline
@@ -340,28 +372,24 @@ def print_summary(report: dict) -> None:
     print("\n".join(lines))
 
 
-def main(argv: list[str], cfg: dict | None = None) -> int:
-    """`phq train` for an item-model base (called by training.train.main, which parses the common flags)."""
-    p = argparse.ArgumentParser(prog="phq train", description="fit the item model's heads (base: coldstart or an item model)")
-    p.add_argument("--events", required=True)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--pseudo-labels", action="append", default=[])
-    p.add_argument("--base-model", default="coldstart")
-    p.add_argument("--run-dir", default="")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args(argv)
-    cfg = dict(cfg or CONFIG)
-    cfg["base_model"] = args.base_model
+def main(argv: list[str]) -> int:
+    """`phq train` for an item-model base (`--base-model coldstart` or an item-model directory): the same
+    arguments as `phq train` (training.train.parser); `--set` takes this module's CONFIG keys."""
+    from training.train import _named, parser, parse_value
+
+    args = parser().parse_args(argv)
+    cfg = dict(CONFIG, base_model=args.base_model)
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in cfg:
-            print(f"phq train: unknown setting {key!r} for an item model; known: {', '.join(sorted(cfg))}", file=sys.stderr)
+            print(f"phq train: unknown setting {key!r} for an item model; known: {', '.join(CONFIG)}", file=sys.stderr)
             return 2
-        try:
-            cfg[key] = json.loads(value) if not isinstance(cfg[key], str) else value
-        except json.JSONDecodeError:
-            print(f"phq train: --set {key}={value}: not a valid value", file=sys.stderr)
-            return 2
+        cfg[key] = parse_value(value)
+    try:
+        cfg["baseline_models"] = dict(_named(spec) for spec in args.baseline_model)
+    except ValueError as exc:
+        print(f"phq train: {exc}", file=sys.stderr)
+        return 2
     run_dir = Path(args.run_dir or f"runs/{cfg['name']}-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     try:
         run(args.events, [args.labels, *args.pseudo_labels], run_dir, cfg)
