@@ -114,22 +114,28 @@ def score_row(s: OfflineScore, model_version: str) -> dict:
 
 
 def write_scores(db_url: str, rows: list[dict]) -> int:
-    """Insert rows, skipping any already stored for the same (request_id, model_version)."""
+    """Insert rows, skipping any already stored for the same (request_id, model_version), and any of a
+    user erased at or after the row's scored_at: each row is checked under the per-user lock that
+    `phq erase` also takes, inside the write transaction (CONTRACT v2 section 5)."""
     from sqlalchemy.dialects.postgresql import insert
 
     from phq.db import engine
+    from phq.erasures import erased_at, lock_user
     from phq.tables import phq9_scores
 
     if not rows:
         return 0
-    # RETURNING counts what was inserted (executemany's rowcount is -1 under psycopg 3).
     stmt = insert(phq9_scores).on_conflict_do_nothing(index_elements=["request_id", "model_version"]).returning(phq9_scores.c.id)
     eng = engine(db_url)
     try:
         with eng.begin() as conn:
             inserted = 0
-            for start in range(0, len(rows), 500):
-                inserted += len(conn.execute(stmt, rows[start : start + 500]).all())
+            for row in sorted(rows, key=lambda r: r["user_id"]):
+                lock_user(conn, row["user_id"])
+                erased = erased_at(conn, row["user_id"])
+                if erased is not None and row["scored_at"] <= erased:
+                    continue
+                inserted += len(conn.execute(stmt, row).all())
     finally:
         eng.dispose()
     return inserted
@@ -177,6 +183,6 @@ def main(argv: list[str]) -> int:
     summary += f", {len(users) - len(results)} without a user turn in their window, {bad} bad line(s) skipped"
     if args.write:
         inserted = write_scores(settings.db_url(), [score_row(s, scorer.model_version) for s in results])
-        summary += f"; stored {inserted} new row(s), {len(results) - inserted} already there"
+        summary += f"; stored {inserted} new row(s), {len(results) - inserted} already there or erased"
     print(summary, file=sys.stderr)
     return 0
