@@ -17,7 +17,7 @@ import shutil
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -123,7 +123,8 @@ class StreamProcessor:
         self.slot, self.state_dir, self._lock = claim_slot(Path(settings.stream_state_dir) / group_id(settings))
         delete_free_slots(self.state_dir.parent, self.slot)
         self.stores: dict[int, PartitionStore] = {}
-        self.waiting: dict[int, dict[tuple[str, str], int]] = {}  # partition -> sessions an idle trigger may end
+        # partition -> sessions an idle trigger may end, with their arrival, oldest arrival first
+        self.waiting: dict[int, OrderedDict[tuple[str, str], int]] = {}
         self.stream_ms: dict[int, int] = {}  # partition -> newest record timestamp seen (arrival time)
         self.at_end: dict[int, bool] = {}  # partition -> read to its end (wall clock counts)
         self.positions: dict[int, int] = {}  # partition -> next offset, as committed
@@ -132,7 +133,6 @@ class StreamProcessor:
         self._redo: dict[tuple, str] = {}  # items left out of a redone batch, with their reason
         self._failures = 0  # consecutive aborts
         self.batch_max = settings.stream_batch_max
-        self._next_idle_check = 0.0
         self._next_expiry = 0.0
         self._expiry_cursor: dict[int, bytes | None] = {}
         self._changelog_offsets: dict[int, int] = {}
@@ -210,9 +210,8 @@ class StreamProcessor:
         On failure before 7: abort, and redo (recovery step 2).
         """
         new_erasures = self.erasures.poll_new()
-        idle_due = time.monotonic() >= self._next_idle_check
         expiry_due = time.monotonic() >= self._next_expiry
-        if not msgs and not idle_due and not expiry_due and not new_erasures and not self._unswept():
+        if not msgs and not self._idle_due() and not expiry_due and not new_erasures and not self._unswept():
             return
         batch = Batch()
         started = time.monotonic()
@@ -220,8 +219,7 @@ class StreamProcessor:
             self.producer.begin_transaction()
             self._sweep_erasures(batch)
             self._handle_events(msgs, batch)
-            if idle_due:
-                self._end_idle_sessions(batch)
+            self._end_idle_sessions(batch)
             if expiry_due:
                 self._expire(batch)
             self._produce_changelog()
@@ -264,6 +262,8 @@ class StreamProcessor:
             except Exception:  # a bad stored record: the event that reads it will say so (and go to the DLQ)
                 log.exception("prefetch failed; reading records one by one")
         for msg, arrival, event in valid:
+            # sessions idle by this record's arrival end before it, as they would have live
+            self._end_idle(msg.partition(), arrival, batch)
             try:
                 self._apply(msg.partition(), arrival, event, batch)
             except Exception as exc:
@@ -301,7 +301,9 @@ class StreamProcessor:
             return
         batch.counts["accepted"] += 1
         if outcome.waiting is not None:
-            self.waiting[partition][(event.user_id, event.session_id)] = outcome.waiting
+            waiting, key = self.waiting[partition], (event.user_id, event.session_id)
+            waiting[key] = outcome.waiting
+            waiting.move_to_end(key)  # arrivals grow within a partition: the front stays the oldest
         self._emit(outcome, partition, batch, "session_end")
 
     def _emit(self, outcome: Outcome, partition: int, batch: Batch, trigger: str) -> None:
@@ -338,25 +340,34 @@ class StreamProcessor:
             return max(stream, int(time.time() * 1000) - WALL_MARGIN_MS)
         return stream
 
+    def _idle_due(self) -> bool:
+        return any(w and self.clock_ms(p) - next(iter(w.values())) >= self.rules.idle_ms
+                   for p, w in self.waiting.items())
+
     def _end_idle_sessions(self, batch: Batch) -> None:
-        self._next_idle_check = time.monotonic() + min(1.0, self.settings.session_idle_s / 4)
-        idle_ms = self.rules.idle_ms
-        for partition, waiting in self.waiting.items():
-            now = self.clock_ms(partition)
-            due = [key for key, arrival in waiting.items() if now - arrival >= idle_ms]
-            for user_id, session_id in due:
-                key = ("idle", partition, user_id, session_id)
-                if key in self._redo:
-                    log.error("idle session left out after a failure", extra={"reason": self._redo.pop(key)})
-                    waiting.pop((user_id, session_id), None)
-                    continue
-                try:
-                    outcome = idle_trigger(self.stores[partition], user_id, session_id, now, self.rules)
-                except Exception as exc:
-                    raise Redo("idle trigger", key, exc) from exc
-                waiting.pop((user_id, session_id), None)
-                self._emit(outcome, partition, batch, "idle")
+        for partition in self.waiting:
+            self._end_idle(partition, self.clock_ms(partition), batch)
         metrics.OPEN_SESSIONS.set(sum(len(w) for w in self.waiting.values()))
+
+    def _end_idle(self, partition: int, now_ms: int, batch: Batch) -> None:
+        """End the partition's sessions no event of which has arrived for session_idle_s by `now_ms`."""
+        waiting, idle_ms = self.waiting[partition], self.rules.idle_ms
+        while waiting:
+            (user_id, session_id), arrival = next(iter(waiting.items()))
+            if now_ms - arrival < idle_ms:
+                return
+            del waiting[(user_id, session_id)]
+            key = ("idle", partition, user_id, session_id)
+            if key in self._redo:
+                log.error("idle session left out after a failure", extra={"reason": self._redo.pop(key)})
+                continue
+            try:
+                outcome = idle_trigger(self.stores[partition], user_id, session_id, now_ms, self.rules)
+            except Exception as exc:
+                raise Redo("idle trigger", key, exc) from exc
+            if outcome.waiting is not None:  # not idle after all (the index was behind): back in line
+                waiting[(user_id, session_id)] = outcome.waiting
+            self._emit(outcome, partition, batch, "idle")
 
     def _expire(self, batch: Batch) -> None:
         self._next_expiry = time.monotonic() + EXPIRY_EVERY_S
@@ -430,7 +441,7 @@ class StreamProcessor:
             self._recover_producer(exc.args[0] if isinstance(exc, KafkaException) else None)
         for partition, store in self.stores.items():
             store.discard()
-            self.waiting[partition] = dict(self._waiting_of(store)[0])
+            self.waiting[partition] = OrderedDict(self._waiting_of(store)[0])
         self._changelog_offsets.clear()
         for partition, offset in batch.first.items():
             if partition in self.stores:
@@ -476,7 +487,7 @@ class StreamProcessor:
             store = PartitionStore(p, self._store_path(p), cache)
             n = restore(self.settings, self.changelog, store)
             waiting, newest = self._waiting_of(store)
-            self.stores[p], self.waiting[p] = store, dict(waiting)
+            self.stores[p], self.waiting[p] = store, OrderedDict(waiting)
             self.stream_ms[p], self.at_end[p] = newest, False
             self.positions[p] = committed[p]
             raw = store.get(ERASURES_KEY)

@@ -280,8 +280,10 @@ def end_session(store, user_id: str, session_id: str, meta: SessionMeta, user: U
 def idle_trigger(store, user_id: str, session_id: str, now_ms: int, rules: Rules) -> Outcome:
     """End a session no event of which has arrived for session_idle_s (trigger: its last ts)."""
     meta = _meta(store, user_id, session_id)
-    if meta is None or meta.state not in WAITING or now_ms - meta.arrival_ms < rules.idle_ms:
+    if meta is None or meta.state not in WAITING:
         return Outcome()
+    if now_ms - meta.arrival_ms < rules.idle_ms:
+        return Outcome(waiting=meta.arrival_ms)
     user = _user(store, user_id) or UserMeta()
     outcome = end_session(store, user_id, session_id, meta, user, meta.last_ts_us, meta.last_ts, rules)
     _set_user(store, user_id, user)
