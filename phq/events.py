@@ -8,6 +8,7 @@ what the previous (pydantic) validator accepted, less the v2 bad inputs.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
@@ -54,7 +55,8 @@ class _Wire(msgspec.Struct):
 
 
 class ChatEvent(msgspec.Struct, frozen=True):
-    """One valid chat event; `ts` keeps its offset, `ts_us` is the same instant in UTC microseconds."""
+    """One valid chat event; `ts` keeps its offset, `ts_us` is the same instant in UTC microseconds,
+    `ts_iso` is `ts.isoformat()` (computed once)."""
 
     schema_version: int
     event_id: str
@@ -63,6 +65,7 @@ class ChatEvent(msgspec.Struct, frozen=True):
     session_id: str
     ts: datetime
     ts_us: int
+    ts_iso: str
     role: str | None = None
     turn: int | None = None
     text: str | None = None
@@ -72,23 +75,31 @@ _DECODER = msgspec.json.Decoder(_Wire)
 
 
 def parse_rfc3339(value: str) -> datetime:
-    if not isinstance(value, str) or not _RFC3339.match(value):
+    return _parse_rfc3339(value)[0]
+
+
+def _parse_rfc3339(value: str) -> tuple[datetime, str]:
+    """The instant, and its `isoformat()` (the input itself in the common case: no second call)."""
+    if not isinstance(value, str) or not (m := _RFC3339.match(value)):
         raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T09:15:00Z")
+    fraction = m.group(1)
+    if value[10] == "T" and value[-1] not in "zZ" and (fraction is None or len(fraction) <= 7):
+        ts = datetime.fromisoformat(value)  # the common form, as fromisoformat reads it
+        same = (fraction is None or len(fraction) == 7) and not value.endswith("-00:00")
+        return ts, value if same else ts.isoformat()
     text = value.replace(" ", "T").replace("t", "T")
     if text[-1] in "zZ":
         text = text[:-1] + "+00:00"
     m = _LONG_FRACTION.match(text)  # fromisoformat takes at most 6 fractional digits
     if m:
         text = m.group(1) + m.group(2)
-    return datetime.fromisoformat(text)
+    ts = datetime.fromisoformat(text)
+    return ts, ts.isoformat()
 
 
 def utc_micros(ts: datetime) -> int:
-    """Microseconds since 1970 (UTC); raises InvalidEvent for an instant outside 1970..9999."""
-    try:
-        us = (ts.astimezone(timezone.utc) - EPOCH) // _US
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 once in UTC
-        raise InvalidEvent(f"ts: {ts.isoformat()} is outside the years 1..9999 once converted to UTC") from None
+    """Microseconds since 1970 (UTC); raises InvalidEvent for an instant before 1970."""
+    us = (ts - EPOCH) // _US  # exact, and no OverflowError (0001-01-01T00:00:00+01:00 is year 0 in UTC)
     if us < 0:
         raise InvalidEvent(f"ts: {ts.isoformat()} is before 1970-01-01T00:00:00Z")
     return us
@@ -137,8 +148,10 @@ def parse_event(
     now: datetime | None = None,
     max_clock_skew_s: float = 300,
     max_event_bytes: int = 64 * 1024,
+    now_us: int | None = None,
 ) -> ChatEvent:
-    """Decode and validate one event, or raise InvalidEvent with a one-line reason."""
+    """Decode and validate one event, or raise InvalidEvent with a one-line reason. `now` (or `now_us`,
+    UTC microseconds, for a caller checking a batch against one clock reading) bounds the future."""
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     if data is None:
         raise InvalidEvent("event has no value (tombstone)")
@@ -153,35 +166,75 @@ def parse_event(
         raise InvalidEvent(f"event is not JSON we accept: nested deeper than {MAX_DEPTH} levels")
     try:
         wire = _DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        wire = _last_of_repeated_keys(data, exc)
     except msgspec.MsgspecError as exc:
         raise InvalidEvent(_reason(exc)) from None
-    return _validated(wire, now, max_clock_skew_s)
+    if now_us is None:
+        now_us = (now - EPOCH) // _US if now is not None else int(_wall_clock() * 1_000_000)
+    return _validated(wire, now_us, max_clock_skew_s)
 
 
-def _validated(w: _Wire, now: datetime | None, max_clock_skew_s: float) -> ChatEvent:
+def _last_of_repeated_keys(data: bytes, exc: msgspec.ValidationError) -> _Wire:
+    """msgspec validates every occurrence of a repeated key, JSON readers (and v1) keep the last one:
+    where a key repeats, validate what the last occurrences say; else `exc` stands."""
+    repeated = False
+
+    def pairs(items):
+        nonlocal repeated
+        repeated = repeated or len({k for k, _ in items}) < len(items)
+        return dict(items)
+
+    def no_constant(token):
+        raise InvalidEvent(f"event is not JSON: {token} is not a JSON number")
+
+    try:
+        obj = json.loads(data, object_pairs_hook=pairs, parse_constant=no_constant)
+    except ValueError:  # not JSON after all: msgspec's reason says where
+        raise InvalidEvent(_reason(exc)) from None
+    if not repeated:
+        raise InvalidEvent(_reason(exc))
+    if _has_lone_surrogate(obj):
+        raise InvalidEvent("event is not JSON we accept: a string holds a lone UTF-16 surrogate")
+    try:
+        return msgspec.convert(obj, _Wire)
+    except msgspec.ValidationError as again:
+        raise InvalidEvent(_reason(again)) from None
+
+
+def _has_lone_surrogate(obj) -> bool:
+    if isinstance(obj, str):
+        return any("\ud800" <= c <= "\udfff" for c in obj)
+    if isinstance(obj, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_lone_surrogate(v) for v in obj)
+    return False
+
+
+def _validated(w: _Wire, now_us: int, max_clock_skew_s: float) -> ChatEvent:
     """The rules JSON types cannot state: version, timestamp, text size, which fields a type has."""
     if w.schema_version != SCHEMA_VERSION:
         raise InvalidEvent(f"unknown schema_version {w.schema_version!r}; this consumer reads version {SCHEMA_VERSION}")
     if w.event_type == "message":
-        missing = [name for name in ("role", "turn", "text") if getattr(w, name) is None]
-        if missing:
+        if w.role is None or w.turn is None or w.text is None:
+            missing = [name for name in ("role", "turn", "text") if getattr(w, name) is None]
             raise InvalidEvent(f"event: a message event needs {', '.join(missing)}")
+        if len(w.text) > MAX_TEXT_BYTES // 4 and len(w.text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise InvalidEvent(f"text: is larger than {MAX_TEXT_BYTES} bytes of UTF-8")
     elif w.role is not None or w.turn is not None or w.text is not None:
         present = [name for name in ("role", "turn", "text") if getattr(w, name) is not None]
         raise InvalidEvent(f"event: {', '.join(present)} belong to message events only, not {w.event_type}")
     try:
-        ts = parse_rfc3339(w.ts)
+        ts, ts_iso = _parse_rfc3339(w.ts)
     except ValueError as exc:
         raise InvalidEvent(f"ts: {exc}") from None
     ts_us = utc_micros(ts)
-    if w.text is not None and len(w.text) > MAX_TEXT_BYTES // 4 and len(w.text.encode("utf-8")) > MAX_TEXT_BYTES:
-        raise InvalidEvent(f"text: is larger than {MAX_TEXT_BYTES} bytes of UTF-8")
-    now_us = (now - EPOCH) // _US if now is not None else int(_wall_clock() * 1_000_000)
     if ts_us > now_us + max_clock_skew_s * 1_000_000:
         raise InvalidEvent(
-            f"ts {ts.isoformat()} is more than {max_clock_skew_s:g}s in the future (PHQ_MAX_CLOCK_SKEW_S)"
+            f"ts {ts_iso} is more than {max_clock_skew_s:g}s in the future (PHQ_MAX_CLOCK_SKEW_S)"
         )
-    return ChatEvent(w.schema_version, w.event_id, w.event_type, w.user_id, w.session_id, ts, ts_us,
+    return ChatEvent(w.schema_version, w.event_id, w.event_type, w.user_id, w.session_id, ts, ts_us, ts_iso,
                      w.role, w.turn, w.text)
 
 

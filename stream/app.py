@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 from confluent_kafka import (
     TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
     KafkaError,
     KafkaException,
@@ -234,25 +235,7 @@ class StreamProcessor:
     # ---------------------------------------------------------------- events
 
     def _handle_events(self, msgs: list, batch: Batch) -> None:
-        valid = []
-        for msg in msgs:
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    self.at_end[msg.partition()] = True
-                else:
-                    log.warning("consume error", extra={"error": str(msg.error())})
-                continue
-            partition, offset = msg.partition(), msg.offset()
-            if partition not in self.stores:  # consumed before a revoke: its new owner has it
-                continue
-            batch.first.setdefault(partition, offset)
-            batch.offsets[partition] = offset + 1
-            self.at_end[partition] = False
-            arrival = self._arrival_ms(msg)
-            self.stream_ms[partition] = max(self.stream_ms.get(partition, 0), arrival)
-            event = self._decode(msg, batch)
-            if event is not None:
-                valid.append((msg, arrival, event))
+        valid = self._decode_all(msgs, batch)
         by_partition: dict[int, list] = {}
         for msg, _arrival, event in valid:
             by_partition.setdefault(msg.partition(), []).append(event)
@@ -261,50 +244,73 @@ class StreamProcessor:
                 prefetch(self.stores[partition], events)
             except Exception:  # a bad stored record: the event that reads it will say so (and go to the DLQ)
                 log.exception("prefetch failed; reading records one by one")
+        idle_ms, waiting_of, counts = self.rules.idle_ms, self.waiting, batch.counts
         for msg, arrival, event in valid:
-            # sessions idle by this record's arrival end before it, as they would have live
-            self._end_idle(msg.partition(), arrival, batch)
+            partition = msg.partition()
+            waiting = waiting_of[partition]
+            if waiting and arrival - next(iter(waiting.values())) >= idle_ms:
+                self._end_idle(partition, arrival, batch)  # idle by this record's arrival: ended before it
             try:
-                self._apply(msg.partition(), arrival, event, batch)
+                if self.erasures.is_erased(event.user_id, event.ts):
+                    counts["erased"] += 1
+                    continue
+                outcome = apply_event(self.stores[partition], event, arrival, self.rules)
+                if outcome.duplicate:
+                    counts["duplicate"] += 1
+                    continue
+                counts["accepted"] += 1
+                if outcome.waiting is not None:
+                    key = (event.user_id, event.session_id)
+                    waiting[key] = outcome.waiting
+                    waiting.move_to_end(key)  # arrivals grow within a partition: the front stays the oldest
+                if outcome.sessions_ended:
+                    self._emit(outcome, partition, batch, "session_end")
             except Exception as exc:
-                raise Redo("event", ("event", msg.partition(), msg.offset()), exc) from exc
+                raise Redo("event", ("event", partition, msg.offset()), exc) from exc
 
-    def _decode(self, msg, batch: Batch):
-        """The valid event of a record, or None once the record went to the DLQ."""
-        reason = self._redo.pop(("event", msg.partition(), msg.offset()), None)
-        if reason is None:
-            try:
-                return parse_event(msg.value(), max_clock_skew_s=self.settings.max_clock_skew_s,
-                                   max_event_bytes=self.settings.max_event_bytes)
-            except InvalidEvent as exc:
-                reason = exc.reason
-            except Exception as exc:  # whatever it is, it is this event's, and must not stop the others
-                reason = f"could not decode: {type(exc).__name__}: {str(exc)[:200]}".replace("\n", " ")
-        self._to_dlq(msg, reason, batch)
-        return None
+    def _decode_all(self, msgs: list, batch: Batch) -> list:
+        """(record, arrival ms, event) of each valid record; the others go to the DLQ with their reason."""
+        valid, stores, at_end, stream_ms = [], self.stores, self.at_end, self.stream_ms
+        first, offsets = batch.first, batch.offsets
+        limits = dict(max_clock_skew_s=self.settings.max_clock_skew_s, max_event_bytes=self.settings.max_event_bytes,
+                      now_us=int(time.time() * 1_000_000))
+        for msg in msgs:
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end[msg.partition()] = True
+                else:
+                    log.warning("consume error", extra={"error": str(msg.error())})
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            if partition not in stores:  # consumed before a revoke: its new owner has it
+                continue
+            if partition not in first:
+                first[partition] = offset
+            offsets[partition] = offset + 1
+            at_end[partition] = False
+            kind, arrival = msg.timestamp()
+            if kind != TIMESTAMP_LOG_APPEND_TIME:
+                arrival = self._other_timestamp(kind, arrival)
+            if arrival > stream_ms[partition]:
+                stream_ms[partition] = arrival
+            reason = self._redo.pop(("event", partition, offset), None) if self._redo else None
+            if reason is None:
+                try:
+                    valid.append((msg, arrival, parse_event(msg.value(), **limits)))
+                    continue
+                except InvalidEvent as exc:
+                    reason = exc.reason
+                except Exception as exc:  # whatever it is, it is this event's, and must not stop the others
+                    reason = f"could not decode: {type(exc).__name__}: {str(exc)[:200]}".replace("\n", " ")
+            self._to_dlq(msg, reason, batch)
+        return valid
 
-    def _arrival_ms(self, msg) -> int:
-        kind, ts = msg.timestamp()
+    def _other_timestamp(self, kind: int, ts: int) -> int:
         if kind == TIMESTAMP_CREATE_TIME and not self._warned_create_time:
             self._warned_create_time = True
             log.warning("chat.events uses CreateTime: idleness follows the producers' clocks; "
                         "`phq topics` sets LogAppendTime (CONTRACT section 2)")
         return ts if ts > 0 else int(time.time() * 1000)
-
-    def _apply(self, partition: int, arrival: int, event, batch: Batch) -> None:
-        if self.erasures.is_erased(event.user_id, event.ts):
-            batch.counts["erased"] += 1
-            return
-        outcome = apply_event(self.stores[partition], event, arrival, self.rules)
-        if outcome.duplicate:
-            batch.counts["duplicate"] += 1
-            return
-        batch.counts["accepted"] += 1
-        if outcome.waiting is not None:
-            waiting, key = self.waiting[partition], (event.user_id, event.session_id)
-            waiting[key] = outcome.waiting
-            waiting.move_to_end(key)  # arrivals grow within a partition: the front stays the oldest
-        self._emit(outcome, partition, batch, "session_end")
 
     def _emit(self, outcome: Outcome, partition: int, batch: Batch, trigger: str) -> None:
         waiting = self.waiting[partition]

@@ -149,7 +149,8 @@ class PartitionStore:
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Every live key with this prefix, in key order (records not yet encoded included)."""
-        self.flush_records()
+        if not prefix.startswith(b"v"):  # turns are written encoded; summaries may wait in `records`
+            self.flush_records()
         merged: dict[bytes, bytes | None] = {}
         for key, value in self._backend.items_from(prefix):
             if not key.startswith(prefix):

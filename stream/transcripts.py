@@ -5,8 +5,11 @@ summary instead of rewriting a user's 14-day transcript. I(x) is a 2-byte length
 x: self-delimiting, so b"v" + I(user) is a safe prefix for one user.
 
     b"v" + I(user) + I(session) + I(event_id) -> a message turn: <ts_us, turn, is_user> + its request JSON
-    b"m" + I(user) + I(session)               -> SessionMeta (msgpack): state, times, sizes, dedupe hashes
-    b"u" + I(user)                            -> UserMeta (msgpack): the user's turn bytes and sessions
+    b"m" + I(user) + I(session)               -> SessionMeta (msgpack): state, times, size, dedupe hashes
+
+A user's turns are also kept in memory, in window order (`Window`, bounded by
+PHQ_STREAM_WINDOW_CACHE_MB): a trigger builds its request from there, and the byte cap drops the
+oldest from there, without re-reading or re-sorting two weeks of turns.
 
 Times: `ts` is event time (microseconds, UTC); arrival is the Kafka record's timestamp (milliseconds,
 LogAppendTime on chat.events), the only clock that ends idle sessions. Dedupe hashes live in the
@@ -18,7 +21,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import msgspec
@@ -45,11 +48,6 @@ class SessionMeta(msgspec.Struct, array_like=True):
     seen: bytes = b""  # 8-byte hashes of its event ids (dedupe)
 
 
-class UserMeta(msgspec.Struct, array_like=True):
-    size: int = 0  # sum of its sessions' sizes: the byte cap is checked without reading them
-    sessions: int = 0
-
-
 class _TurnJson(msgspec.Struct):
     session_id: str
     ts: str
@@ -61,7 +59,6 @@ class _TurnJson(msgspec.Struct):
 
 _ENC = msgspec.msgpack.Encoder()
 _META = msgspec.msgpack.Decoder(SessionMeta)
-_USER = msgspec.msgpack.Decoder(UserMeta)
 _JSON = msgspec.json.Encoder()
 
 
@@ -101,14 +98,14 @@ class PendingRequest:
         return ScoringRequest.model_validate_json(self.encode("1970-01-01T00:00:00Z"))
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What one event (or one idle check) did."""
 
     duplicate: bool = False
     waiting: int | None = None  # arrival (ms) of a session an idle trigger may end, to (re)index it
-    requests: list[PendingRequest] = field(default_factory=list)
-    sessions_ended: list[tuple[str, str]] = field(default_factory=list)
+    requests: tuple[PendingRequest, ...] | list[PendingRequest] = ()
+    sessions_ended: tuple[tuple[str, str], ...] | list[tuple[str, str]] = ()
 
 
 class Window:
@@ -130,16 +127,14 @@ def _i(value: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
+@lru_cache(maxsize=65536)
 def meta_key(user_id: str, session_id: str) -> bytes:
     return b"m" + _i(user_id) + _i(session_id)
 
 
-def user_key(user_id: str) -> bytes:
-    return b"u" + _i(user_id)
-
-
 def event_key(user_id: str, session_id: str, event_id: str) -> bytes:
-    return b"v" + _i(user_id) + _i(session_id) + _i(event_id)
+    raw = event_id.encode()
+    return b"v" + meta_key(user_id, session_id)[1:] + len(raw).to_bytes(2, "big") + raw
 
 
 def parse_ids(key: bytes) -> list[str]:
@@ -152,8 +147,8 @@ def parse_ids(key: bytes) -> list[str]:
     return out
 
 
-def decode_record(key: bytes, raw: bytes):
-    return _META.decode(raw) if key[:1] == b"m" else _USER.decode(raw)
+def decode_record(_key: bytes, raw: bytes) -> SessionMeta:
+    return _META.decode(raw)
 
 
 def encode_record(value) -> bytes:
@@ -174,7 +169,7 @@ def has_seen(seen: bytes, h: bytes) -> bool:
 
 
 def turn_value(event: ChatEvent) -> bytes:
-    body = _JSON.encode(_TurnJson(event.session_id, event.ts.isoformat(), event.turn, event.role, event.text,
+    body = _JSON.encode(_TurnJson(event.session_id, event.ts_iso, event.turn, event.role, event.text,
                                   event.event_id))
     return _TURN_HEAD.pack(event.ts_us, event.turn, event.role == "user") + body
 
@@ -184,117 +179,88 @@ def _entry(session_id: str, event_id: str, value: bytes) -> tuple:
     return (ts_us, turn, session_id, event_id, value)
 
 
-# ------------------------------------------------------------------------------ records of a transaction
-
-
-def _meta(store, user_id: str, session_id: str) -> SessionMeta | None:
-    return store.record(meta_key(user_id, session_id), decode_record)
-
-
-def _set_meta(store, user_id: str, session_id: str, meta: SessionMeta | None) -> None:
-    store.set_record(meta_key(user_id, session_id), meta, encode_record)
-
-
-def _user(store, user_id: str) -> UserMeta | None:
-    return store.record(user_key(user_id), decode_record)
-
-
-def _set_user(store, user_id: str, user: UserMeta | None) -> None:
-    store.set_record(user_key(user_id), user if user is None or user.sessions > 0 else None, encode_record)
+# ------------------------------------------------------------------------------ events and triggers
 
 
 def prefetch(store, events: list[ChatEvent]) -> None:
-    """One multi-get for the summaries a batch of events will read."""
-    keys = []
-    for e in events:
-        keys.append(meta_key(e.user_id, e.session_id))
-        keys.append(user_key(e.user_id))
-    store.prefetch(keys, decode_record)
-
-
-# ------------------------------------------------------------------------------ events and triggers
+    """One multi-get for the session summaries a batch of events will read."""
+    store.prefetch([meta_key(e.user_id, e.session_id) for e in events], decode_record)
 
 
 def apply_event(store, event: ChatEvent, arrival_ms: int, rules: Rules) -> Outcome:
     """Add one valid event to its user's transcript; a session_end triggers its session once."""
     u, s = event.user_id, event.session_id
-    meta = _meta(store, u, s)
+    mkey = meta_key(u, s)
+    meta = store.record(mkey, decode_record)
     h = event_hash(event.event_id)
-    if meta is not None and has_seen(meta.seen, h):
-        return Outcome(duplicate=True)
-    user = _user(store, u)
-    if user is None:
-        user = UserMeta()
-        store.windows.put(u, Window())  # a new user: the (empty) window is known without a read
     if meta is None:
-        meta = SessionMeta(last_ts_us=event.ts_us, last_ts=event.ts.isoformat())
-        user.sessions += 1
-    meta.seen = (meta.seen if isinstance(meta.seen, bytearray) else bytearray(meta.seen)) + h
-    meta.arrival_ms = max(meta.arrival_ms, arrival_ms)
+        meta = SessionMeta(last_ts_us=event.ts_us, last_ts=event.ts_iso)
+    elif has_seen(meta.seen, h):
+        return Outcome(duplicate=True)
+    seen = meta.seen
+    if type(seen) is not bytearray:
+        seen = meta.seen = bytearray(seen)
+    seen += h
+    if arrival_ms > meta.arrival_ms:
+        meta.arrival_ms = arrival_ms
     if event.ts_us > meta.last_ts_us:
-        meta.last_ts_us, meta.last_ts = event.ts_us, event.ts.isoformat()
+        meta.last_ts_us, meta.last_ts = event.ts_us, event.ts_iso
+    window = None
     if event.event_type == "message":
-        _add_turn(store, event, meta, user)
-    outcome = Outcome()
+        window = _add_turn(store, event, meta)
     if event.event_type == "session_end" and meta.state == OPEN:
-        outcome = end_session(store, u, s, meta, user, event.ts_us, event.ts.isoformat(), rules)
+        outcome = end_session(store, u, s, meta, event.ts_us, event.ts_iso, rules)
     else:
         if event.role == "user" and meta.state == ENDED:
             meta.state = LATE  # a user turn after an empty end: scored once it has been idle
-        _set_meta(store, u, s, meta)
-        if meta.state in WAITING:
-            outcome.waiting = meta.arrival_ms
-    _set_user(store, u, user)
-    if user.size > rules.transcript_max_bytes:
-        enforce_byte_cap(store, u, user, rules.transcript_max_bytes)
+        store.set_record(mkey, meta, encode_record)
+        outcome = Outcome(waiting=meta.arrival_ms if meta.state in WAITING else None)
+    if window is not None and window.bytes > rules.transcript_max_bytes:
+        enforce_byte_cap(store, u, window, rules.transcript_max_bytes)
     return outcome
 
 
-def _add_turn(store, event: ChatEvent, meta: SessionMeta, user: UserMeta) -> None:
+def _add_turn(store, event: ChatEvent, meta: SessionMeta) -> Window:
+    window = load_window(store, event.user_id)  # before the put: a window read from the store has not got it
     value = turn_value(event)
     store.put(event_key(event.user_id, event.session_id, event.event_id), value)
     meta.size += len(value)
     meta.user_turns += event.role == "user"
-    user.size += len(value)
-    window = store.windows.get(event.user_id)
-    if window is not None:  # else it is read from the store when a trigger needs it
-        bisect.insort(window.entries, (event.ts_us, event.turn, event.session_id, event.event_id, value))
-        window.bytes += len(value)
-        store.windows.resized(len(value))
-        store.touched.add(event.user_id)
+    bisect.insort(window.entries, (event.ts_us, event.turn, event.session_id, event.event_id, value))
+    window.bytes += len(value)
+    store.windows.resized(len(value))
+    return window
 
 
-def end_session(store, user_id: str, session_id: str, meta: SessionMeta, user: UserMeta, trigger_us: int,
-                trigger_ts: str, rules: Rules) -> Outcome:
+def end_session(store, user_id: str, session_id: str, meta: SessionMeta, trigger_us: int, trigger_ts: str,
+                rules: Rules) -> Outcome:
     """Mark a session ended and, when it holds a user turn, build its one scoring request."""
-    outcome = Outcome(sessions_ended=[(user_id, session_id)])
+    outcome = Outcome(sessions_ended=[(user_id, session_id)], requests=[])
     meta.state = SCORED if meta.user_turns else ENDED
-    _set_meta(store, user_id, session_id, meta)
+    store.set_record(meta_key(user_id, session_id), meta, encode_record)
     if meta.user_turns:
         window = load_window(store, user_id)
-        prune_old_sessions(store, user_id, user, window, trigger_us, rules.window_us)
+        prune_old_sessions(store, user_id, window, trigger_us, rules.window_us)
         outcome.requests.append(build_request(user_id, session_id, trigger_us, trigger_ts, window, rules.window_us))
     return outcome
 
 
 def idle_trigger(store, user_id: str, session_id: str, now_ms: int, rules: Rules) -> Outcome:
     """End a session no event of which has arrived for session_idle_s (trigger: its last ts)."""
-    meta = _meta(store, user_id, session_id)
+    meta = store.record(meta_key(user_id, session_id), decode_record)
     if meta is None or meta.state not in WAITING:
         return Outcome()
     if now_ms - meta.arrival_ms < rules.idle_ms:
         return Outcome(waiting=meta.arrival_ms)
-    user = _user(store, user_id) or UserMeta()
-    outcome = end_session(store, user_id, session_id, meta, user, meta.last_ts_us, meta.last_ts, rules)
-    _set_user(store, user_id, user)
-    return outcome
+    return end_session(store, user_id, session_id, meta, meta.last_ts_us, meta.last_ts, rules)
 
 
 # ------------------------------------------------------------------------------ the kept window
 
 
 def load_window(store, user_id: str) -> Window:
-    """The user's turns, from memory, else read once from the store (and kept)."""
+    """All the user's kept turns (and their bytes, for the cap), from memory, else read once from the
+    store and kept; the windows a transaction touched are dropped if it aborts."""
     store.touched.add(user_id)
     window = store.windows.get(user_id)
     if window is None:
@@ -317,7 +283,7 @@ def build_request(user_id: str, session_id: str, trigger_us: int, trigger_ts: st
     end = bisect.bisect_right(entries, (trigger_us, *_LAST))
     start = bisect.bisect_right(entries, (trigger_us - window_us, *_LAST))
     sessions = {e[2] for e in entries[start:end]}
-    turns = b",".join(e[4][_HEAD:] for e in entries[:end] if e[2] in sessions)
+    turns = b",".join([e[4][_HEAD:] for e in entries[:end] if e[2] in sessions])
     rid = request_id_us(user_id, session_id, trigger_us)
     head = (b'{"request_id":"' + rid.encode() + b'","user_id":' + _JSON.encode(user_id)
             + b',"trigger_session_id":' + _JSON.encode(session_id) + b',"trigger_ts":' + _JSON.encode(trigger_ts)
@@ -325,19 +291,18 @@ def build_request(user_id: str, session_id: str, trigger_us: int, trigger_ts: st
     return PendingRequest(user_id, session_id, rid, head)
 
 
-def prune_old_sessions(store, user_id: str, user: UserMeta, window: Window, trigger_us: int, window_us: int) -> None:
+def prune_old_sessions(store, user_id: str, window: Window, trigger_us: int, window_us: int) -> None:
     """Drop the turns of ended sessions that no window at or after `trigger_us` can hold again; their
     summaries stay (scored once, dedupe) until they expire."""
     horizon = trigger_us - window_us
     old = window.entries[:bisect.bisect_right(window.entries, (horizon, *_LAST))]
     for session_id in {e[2] for e in old}:
-        meta = _meta(store, user_id, session_id)
+        mkey = meta_key(user_id, session_id)
+        meta = store.record(mkey, decode_record)
         if meta is not None and meta.state in (SCORED, ENDED) and meta.last_ts_us <= horizon:
             _drop_turns(store, user_id, window, lambda e, sid=session_id: e[2] == sid)
-            user.size -= meta.size
             meta.size = 0
-            _set_meta(store, user_id, session_id, meta)
-    _set_user(store, user_id, user)
+            store.set_record(mkey, meta, encode_record)
 
 
 def _drop_turns(store, user_id: str, window: Window, which) -> None:
@@ -352,27 +317,24 @@ def _drop_turns(store, user_id: str, window: Window, which) -> None:
     window.entries = kept
 
 
-def enforce_byte_cap(store, user_id: str, user: UserMeta, max_bytes: int) -> None:
+def enforce_byte_cap(store, user_id: str, window: Window, max_bytes: int) -> None:
     """Keep a user's stored turns under max_bytes by dropping the oldest turns first (from the kept
     window: no re-sort, work in proportion to what is dropped)."""
-    window = load_window(store, user_id)
     n, freed = 0, {}
-    while user.size > max_bytes and n < len(window.entries):
+    while window.bytes > max_bytes and n < len(window.entries):
         e = window.entries[n]
         store.put(event_key(user_id, e[2], e[3]), None)
         freed[e[2]] = freed.get(e[2], 0) + len(e[4])
-        user.size -= len(e[4])
+        window.bytes -= len(e[4])
         n += 1
-    dropped = sum(freed.values())
     del window.entries[:n]
-    window.bytes -= dropped
-    store.windows.resized(-dropped)
+    store.windows.resized(-sum(freed.values()))
     for session_id, size in freed.items():
-        meta = _meta(store, user_id, session_id)
+        mkey = meta_key(user_id, session_id)
+        meta = store.record(mkey, decode_record)
         if meta is not None:
             meta.size -= size
-            _set_meta(store, user_id, session_id, meta)
-    _set_user(store, user_id, user)
+            store.set_record(mkey, meta, encode_record)
 
 
 def user_turns(store, user_id: str) -> list[Turn]:
@@ -386,7 +348,7 @@ def user_turns(store, user_id: str) -> list[Turn]:
 def sweep_user(store, user_id: str, erased_us: int) -> list[tuple[str, str]]:
     """Erasure: drop every record of the user from at or before `erased_us` (event time), keep what is
     newer (the user came back); returns the sessions that went."""
-    gone, user = [], UserMeta()
+    gone = []
     for key, _raw in list(store.scan(b"m" + _i(user_id))):
         _, session_id = parse_ids(key)
         meta = store.record(key, decode_record)
@@ -398,14 +360,11 @@ def sweep_user(store, user_id: str, erased_us: int) -> list[tuple[str, str]]:
             else:
                 kept_bytes, kept_user_turns = kept_bytes + len(value), kept_user_turns + is_user
         if meta.last_ts_us <= erased_us:
-            _set_meta(store, user_id, session_id, None)
+            store.set_record(key, None, encode_record)
             gone.append((user_id, session_id))
         else:
             meta.size, meta.user_turns = kept_bytes, kept_user_turns
-            _set_meta(store, user_id, session_id, meta)
-            user.size += kept_bytes
-            user.sessions += 1
-    _set_user(store, user_id, user)
+            store.set_record(key, meta, encode_record)
     store.windows.drop(user_id)
     store.touched.add(user_id)
     return gone
@@ -428,11 +387,7 @@ def expire_sessions(store, now_ms: int, rules: Rules, cursor: bytes | None, limi
         user_id, session_id = parse_ids(key)
         for vkey, _value in list(store.scan(b"v" + _i(user_id) + _i(session_id))):
             store.put(vkey, None)
-        _set_meta(store, user_id, session_id, None)
-        user = _user(store, user_id) or UserMeta(sessions=1)
-        user.size -= meta.size
-        user.sessions -= 1
-        _set_user(store, user_id, user)
+        store.set_record(key, None, encode_record)
         store.windows.drop(user_id)
         store.touched.add(user_id)
         expired += 1

@@ -200,3 +200,18 @@ def test_each_timestamp_form_gets_the_same_verdict_from_both():
         verdicts[ts] = new(raw)[0]
         assert new(raw) == (("bad",) if v2_bad(raw) else old(raw)), ts
     assert set(verdicts.values()) == {"ok", "bad"}
+
+
+def test_a_repeated_key_counts_once_with_its_last_value_as_before():
+    raw = json.dumps(BASE).encode()[:-1] + b', "turn": "not yet", "turn": 7}'
+    assert new(raw) == old(raw) and new(raw)[0] == "ok"
+    assert parse_event(raw, now=NOW).turn == 7
+
+
+def test_the_kept_timestamp_text_is_the_parsed_instant_in_isoformat():
+    for ts in TS:
+        try:
+            event = parse_event(json.dumps(dict(BASE, ts=ts)).encode(), now=NOW)
+        except InvalidEvent:
+            continue
+        assert event.ts_iso == event.ts.isoformat(), ts
