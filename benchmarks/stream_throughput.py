@@ -209,6 +209,8 @@ def main() -> int:
                         help="also profile the stream processor's per-event work in-process (no Kafka)")
     parser.add_argument("--latency-seconds", type=float, default=10, help="traffic at half the ingest rate")
     parser.add_argument("--no-scale-out", action="store_true", help="skip the two-processes-on-two-partitions run")
+    parser.add_argument("--baseline-commit", help="also run the stream processor of this git commit on the same load "
+                        "(e.g. 60b8c14, the last v1), for an old-versus-new ratio measured in the same run")
     args = parser.parse_args()
 
     base = Settings()
@@ -248,6 +250,8 @@ def main() -> int:
         print(f"peak RSS: stream {stream_rss:.0f} MiB (ingest), score-worker {worker_rss:.0f} MiB (tiny model)")
     finally:
         _stop(stream)
+    if args.baseline_commit:
+        _baseline(services, events, raw, ingest, args.baseline_commit)
     if not args.no_scale_out:
         _scale_out(services, events, raw)
     if args.profile:
@@ -312,31 +316,62 @@ def _latency_runs(settings, db_url, env, tmp, ingest: float, args, rng) -> None:
 
 
 def _scale_out(services: dict, events: list[bytes], raw: float) -> None:
-    """The same load on a 2-partition chat.events: one processor alone, then two sharing the partitions."""
+    """The same load on a 2-partition chat.events: one processor alone, then two sharing the partitions
+    (both started, and holding one partition each, before the load is produced)."""
     rates = []
     for n in (1, 2):
         settings, _db, env, tmp = _bench_env(services, partitions=2)
-        produce_all(settings, events)
         procs = [_start("stream", env, tmp, suffix=f"-{i}") for i in range(n)]
         try:
+            deadline = time.monotonic() + 120
+            while sorted(len(_partitions_of(tmp / f"stream-{i}.log")) for i in range(n)) != ([2] if n == 1 else [1, 1]):
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise SystemExit("the stream processes did not share the two partitions")
+                time.sleep(0.5)
+            produce_all(settings, events)
             rate, took = sustained_rate(settings, f"{settings.topic_prefix}phq-stream", settings.topic("chat.events"),
                                         len(events), 600, procs[0])
         finally:
             for proc in procs:
                 _stop(proc)
-        shares = [_partitions_of(tmp / f"stream-{i}.log") for i in range(n)]
         rates.append(rate)
         print(f"2 partitions, {n} stream process(es): {rate:,.0f} events/s sustained ({rate / raw:.4f} of raw "
-              f"consume), all in {took:.0f}s; partitions per process {shares}")
-    print(f"two processes on two partitions: {rates[1] / rates[0]:.2f}x one process")
+              f"consume), all in {took:.0f}s")
+    print(f"two processes on two partitions (one each): {rates[1] / rates[0]:.2f}x one process on both")
 
 
-def _partitions_of(log: Path) -> list[int]:
-    out = set()
+def _baseline(services: dict, events: list[bytes], raw: float, ingest: float, commit: str) -> None:
+    """The stream processor of an earlier commit (exported with git archive) on the same load."""
+    repo = Path(__file__).resolve().parent.parent
+    old = Path(tempfile.mkdtemp(prefix="phq-baseline-"))
+    archive = subprocess.run(["git", "-C", str(repo), "archive", commit], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    settings, _db, env, tmp = _bench_env(services, partitions=6)
+    produce_all(settings, events)
+    env = dict(env, PYTHONPATH=str(old))
+    log = open(tmp / "stream-baseline.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "phq.cli", "stream"], env=env, cwd=old, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        rate, took = sustained_rate(settings, f"{settings.topic_prefix}phq-stream", settings.topic("chat.events"),
+                                    len(events), 900, proc)
+    finally:
+        _stop(proc)
+    print(f"baseline: the stream processor of {commit} on the same load: {rate:,.0f} events/s sustained "
+          f"({rate / raw:.4f} of raw consume), all in {took:.0f}s; this one is {ingest / rate:.2f}x that")
+
+
+def _partitions_of(log: Path) -> set[int]:
+    """The partitions a process holds now, from its log."""
+    held: set[int] = set()
+    if not log.exists():
+        return held
     for line in log.read_text(errors="replace").splitlines():
         if '"partition assigned"' in line:
-            out.add(json.loads(line)["partition"])
-    return sorted(out)
+            held.add(json.loads(line)["partition"])
+        elif '"partition revoked"' in line:
+            held.discard(json.loads(line)["partition"])
+    return held
 
 
 def constant_scorer(_settings):
