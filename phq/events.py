@@ -162,7 +162,7 @@ def parse_event(
             data.decode("utf-8")  # msgspec checks only the strings it keeps
         except UnicodeDecodeError as exc:
             raise InvalidEvent(f"event is not valid UTF-8 (byte {exc.start})") from None
-    if json_depth_exceeds(data):
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and json_depth_exceeds(data):
         raise InvalidEvent(f"event is not JSON we accept: nested deeper than {MAX_DEPTH} levels")
     try:
         wire = _DECODER.decode(data)

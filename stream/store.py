@@ -10,7 +10,6 @@ multi-get per batch and encoded once when the batch ends; each user's window is 
 
 from __future__ import annotations
 
-import bisect
 import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -130,7 +129,7 @@ class PartitionStore:
         self.path = path
         self._backend = _RocksBackend(path) if path else _MemoryBackend()
         self.pending: dict[bytes, bytes | None] = {}  # encoded writes of the open transaction
-        self._pending_keys: list[bytes] = []  # sorted, so a prefix scan of the overlay is a bisect
+        self._pending_by_user: dict[bytes, list[bytes]] = {}  # kind + user id -> its pending keys (scans)
         self.records: dict[bytes, object] = {}  # decoded records of the open transaction (None: absent)
         self._dirty: dict[bytes, Callable[[object], bytes]] = {}  # records written, with their encoder
         self.windows = WindowCache(window_cache_bytes)
@@ -144,7 +143,7 @@ class PartitionStore:
 
     def put(self, key: bytes, value: bytes | None) -> None:
         if key not in self.pending:
-            bisect.insort(self._pending_keys, key)
+            self._pending_by_user.setdefault(key[:3 + int.from_bytes(key[1:3], "big")], []).append(key)
         self.pending[key] = value
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -156,14 +155,21 @@ class PartitionStore:
             if not key.startswith(prefix):
                 break
             merged[key] = value
-        keys = self._pending_keys
-        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
-            if not keys[i].startswith(prefix):
-                break
-            merged[keys[i]] = self.pending[keys[i]]
+        for key in self._pending_keys_with(prefix):
+            merged[key] = self.pending[key]
         for key in sorted(merged):
             if merged[key] is not None:
                 yield key, merged[key]
+
+    def _pending_keys_with(self, prefix: bytes) -> list[bytes]:
+        """The overlay's keys with this prefix: a user's keys from their group (every scan in a batch is
+        one user's), all keys for a shorter prefix."""
+        user_len = 3 + int.from_bytes(prefix[1:3], "big") if len(prefix) >= 3 else None
+        if user_len is not None and len(prefix) >= user_len:
+            keys = self._pending_by_user.get(prefix[:user_len], ())
+        else:
+            keys = self.pending
+        return [k for k in keys if k.startswith(prefix)]
 
     # -- decoded records of the open transaction
 
@@ -213,14 +219,14 @@ class PartitionStore:
         if changes:
             self._backend.write(changes)
         self.pending = {}
-        self._pending_keys = []
+        self._pending_by_user = {}
         self.records.clear()
         self.touched.clear()
 
     def discard(self) -> None:
         """The open transaction aborted: forget its writes, and the windows it changed."""
         self.pending = {}
-        self._pending_keys = []
+        self._pending_by_user = {}
         self.records.clear()
         self._dirty.clear()
         for user_id in self.touched:
