@@ -8,6 +8,7 @@ compaction keeps each user's latest erasure.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import json
@@ -103,6 +104,9 @@ class ErasureLog:
 
     def __init__(self, settings: Settings):
         self.erased: dict[str, datetime] = {}
+        self._where: dict[str, tuple[int, int]] = {}  # user -> (partition, offset) of their latest erasure
+        self._by_offset: dict[int, list[tuple[int, str]]] = {}  # partition -> [(offset, user)], ascending
+        self._next: dict[int, int] = {}  # partition -> next offset to apply
         self._consumer = Consumer({
             "bootstrap.servers": settings.kafka(),
             "group.id": f"phq-erasures-reader-{uuid.uuid4().hex}",  # unused: offsets are never committed
@@ -130,25 +134,45 @@ class ErasureLog:
                 pending = {p: end for p, end in pending.items() if self._position(p) < end}
                 continue
             if msg.error() is None:
-                self._apply(msg.value())
+                self._apply(msg)
             if msg.offset() is not None and msg.offset() + 1 >= pending.get(msg.partition(), 0):
                 pending.pop(msg.partition(), None)
         return self.erased
 
-    def poll_new(self) -> None:
-        """Apply whatever has arrived since the last call, without waiting."""
+    def poll_new(self) -> list[tuple[str, datetime]]:
+        """Apply whatever has arrived since the last call, without waiting; returns what was new."""
+        new = []
         while (msg := self._consumer.poll(0)) is not None:
-            if msg.error() is None:
-                self._apply(msg.value())
+            if msg.error() is None and (applied := self._apply(msg)) is not None:
+                new.append(applied)
+        return new
+
+    def watermark(self) -> dict[int, int]:
+        """How far this log has been applied: {partition: next offset} (a store records it once swept)."""
+        return dict(self._next)
+
+    def since(self, watermark: dict[int, int]) -> list[tuple[str, datetime]]:
+        """(user, erased_at) of every erasure applied at or after `watermark`, each user once."""
+        users = set()
+        for partition, records in self._by_offset.items():
+            start = bisect.bisect_left(records, (watermark.get(partition, 0), ""))
+            users.update(user for offset, user in records[start:] if self._where.get(user) == (partition, offset))
+        return [(user, self.erased[user]) for user in sorted(users)]
 
     def close(self) -> None:
         self._consumer.close()
 
-    def _apply(self, value: bytes | None) -> None:
-        parsed = parse_erasure(value)
-        if parsed is not None:
-            user_id, erased_at = parsed
-            self.erased[user_id] = max(erased_at, self.erased.get(user_id, erased_at))
+    def _apply(self, msg) -> tuple[str, datetime] | None:
+        partition, offset = msg.partition(), msg.offset()
+        self._next[partition] = max(self._next.get(partition, 0), offset + 1)
+        parsed = parse_erasure(msg.value())
+        if parsed is None:
+            return None
+        user_id, erased_at = parsed
+        self.erased[user_id] = max(erased_at, self.erased.get(user_id, erased_at))
+        self._where[user_id] = (partition, offset)
+        self._by_offset.setdefault(partition, []).append((offset, user_id))
+        return user_id, self.erased[user_id]
 
     def _ends_to_reach(self) -> dict[int, int]:
         ends = {}

@@ -11,6 +11,8 @@ from phq import topics
 from phq.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
+# chat.events records carry the broker's arrival time: idleness is measured on it (CONTRACT v2 section 2)
+ARRIVAL_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
 def admin(bootstrap: str) -> AdminClient:
@@ -39,6 +41,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         config = {}
         if name in retention:
             config["retention.ms"] = str(int(retention[name] * DAY_MS))
+        if name == topics.CHAT_EVENTS:
+            config.update(ARRIVAL_TIME)
         specs.append(NewTopic(settings.topic(name), settings.partitions, 1, config=config))
     for name in topics.COMPACTED:
         specs.append(NewTopic(settings.topic(name), settings.partitions, 1, config={"cleanup.policy": "compact"}))
@@ -46,10 +50,13 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 
 def ensure_topics(settings: Settings, bootstrap: str | None = None, timeout_s: float = 30) -> list[str]:
-    """Create the contract's topics that are missing; returns the names created."""
+    """Create the contract's topics that are missing (and give an existing chat.events arrival
+    timestamps); returns the names created."""
     client = admin(bootstrap or settings.kafka())
     existing = set(client.list_topics(timeout=10).topics)
     wanted = [spec for spec in topic_specs(settings) if spec.topic not in existing]
+    if settings.topic(topics.CHAT_EVENTS) in existing:
+        _set_arrival_time(client, settings.topic(topics.CHAT_EVENTS), timeout_s)
     if not wanted:
         return []
     futures = client.create_topics(wanted, operation_timeout=timeout_s)
@@ -73,3 +80,16 @@ def _wait_for_metadata(client: AdminClient, names: list[str], timeout_s: float) 
             return
         time.sleep(0.2)
     raise TimeoutError(f"topics {names} were created but have no leaders after {timeout_s}s")
+
+
+def _set_arrival_time(client: AdminClient, name: str, timeout_s: float) -> None:
+    """A chat.events created before v2 (CreateTime) switches to LogAppendTime; records already there keep theirs."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    current = client.describe_configs([resource])[resource].result(timeout_s)
+    if current["message.timestamp.type"].value == ARRIVAL_TIME["message.timestamp.type"]:
+        return
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in ARRIVAL_TIME.items()]
+    for future in client.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries)]).values():
+        future.result(timeout_s)

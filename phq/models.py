@@ -6,10 +6,12 @@ scoring and training all build on these.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict
 
 Severity = Literal["minimal", "mild", "moderate", "moderately_severe", "severe"]
@@ -25,6 +27,8 @@ SEVERITY_BANDS: tuple[tuple[float, Severity], ...] = (
 PHQ9_MIN, PHQ9_MAX = 0.0, 27.0
 
 _REQUEST_NS = uuid.UUID("6f1c3f0e-6a55-4d0c-9b8e-7d1b8f5e2a10")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
 
 
 def severity(score: float) -> Severity:
@@ -45,8 +49,16 @@ def utc(ts: datetime) -> datetime:
 
 def request_id(user_id: str, trigger_session_id: str, trigger_ts: datetime) -> str:
     """Deterministic id of a scoring request, so a retried or replayed request gets the same one."""
-    key = "\x1f".join((user_id, trigger_session_id, utc(trigger_ts).isoformat()))
-    return str(uuid.uuid5(_REQUEST_NS, key))
+    return request_id_us(user_id, trigger_session_id, (utc(trigger_ts) - _EPOCH) // _US)
+
+
+def request_id_us(user_id: str, trigger_session_id: str, trigger_us: int) -> str:
+    """request_id from the trigger time in UTC microseconds. The name hashed is a JSON array, an
+    injective encoding: no choice of ids can make two different triples collide (v1 joined with
+    a separator that ids may contain)."""
+    name = msgspec.json.encode([user_id, trigger_session_id, trigger_us])
+    digest = hashlib.sha1(_REQUEST_NS.bytes + name).digest()  # uuid5, with a bytes name on any Python
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 class Turn(BaseModel):

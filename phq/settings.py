@@ -71,10 +71,12 @@ class Settings(BaseSettings):
     # Stream processor (phq stream)
     stream_store: str = "rocksdb"  # rocksdb (local state survives restarts) | memory (replays the changelog)
     stream_state_dir: str = ".phq/stream-state"  # local RocksDB stores, one slot dir per process on a host
-    stream_batch_max: int = Field(1000, gt=0)  # events per Kafka transaction at most
+    stream_batch_max: int = Field(5000, gt=0)  # events per Kafka transaction at most
     stream_batch_wait_ms: int = Field(100, ge=0)  # how long a transaction waits to fill
     stream_transaction_timeout_ms: int = Field(10000, gt=0)  # a crashed processor's partitions stall at most this
     session_timeout_ms: int = Field(10000, ge=6000)  # both roles: how soon a dead member's partitions move on
+    stream_replay_horizon_days: float = Field(7, ge=0)  # sessions unseen for window + this long are forgotten
+    stream_window_cache_mb: int = Field(128, ge=1)  # users' windows kept in memory per process
 
     # Scoring worker (phq score-worker)
     worker_max_in_flight: int = Field(512, gt=0)  # requests held before partitions are paused (backpressure)

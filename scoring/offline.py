@@ -132,10 +132,13 @@ def output_line(s: OfflineScore, model_version: str) -> dict:
 
 def write_scores(db_url: str, rows: list[dict], evidence: dict[str, list[dict]] | None = None) -> int:
     """Insert rows with their evidence (`evidence` by request_id), skipping any already stored for the
-    same (request_id, model_version). Backfills raise no change events."""
+    same (request_id, model_version), and any of a user erased at or after the row's scored_at: each row
+    is checked under the per-user lock that `phq erase` also takes, inside the write transaction
+    (CONTRACT v2 section 5). Backfills raise no change events."""
     from sqlalchemy.dialects.postgresql import insert
 
     from phq.db import engine
+    from phq.erasures import erased_at, lock_user
     from phq.tables import phq9_scores
     from scoring.worker import store_evidence
 
@@ -146,7 +149,11 @@ def write_scores(db_url: str, rows: list[dict], evidence: dict[str, list[dict]] 
     try:
         with eng.begin() as conn:
             inserted = 0
-            for row in rows:
+            for row in sorted(rows, key=lambda r: r["user_id"]):
+                lock_user(conn, row["user_id"])
+                erased = erased_at(conn, row["user_id"])
+                if erased is not None and row["scored_at"] <= erased:
+                    continue
                 new_id = conn.execute(stmt, row).scalar()
                 if new_id is not None:
                     inserted += 1
@@ -199,6 +206,6 @@ def main(argv: list[str]) -> int:
 
         evidence = {s.request_id: evidence_rows(s.output, settings.evidence_retention_days) for s in results}
         inserted = write_scores(settings.db_url(), [score_row(s, scorer.model_version) for s in results], evidence)
-        summary += f"; stored {inserted} new row(s), {len(results) - inserted} already there"
+        summary += f"; stored {inserted} new row(s), {len(results) - inserted} already there or erased"
     print(summary, file=sys.stderr)
     return 0

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from phq import topics
 from phq.changes import detect_changes
 from phq.db import engine as make_engine
-from phq.erasures import lock_user
+from phq.erasures import erased_at, lock_user
 from phq.models import ScoringRequest
 from phq.settings import Settings
 from phq.telemetry import KAFKA_LOG, serve_metrics, setup_logging
@@ -156,13 +156,18 @@ def store_scores(conn, rows: list[dict], settings: Settings, *, evidence: dict[s
 
     Returns every row with its change events, new or already there, so outputs can be (re)published.
     Rows go in (user, scored_at) order under a per-user lock, so each is compared with the score
-    before it by scored_at even while a rebalance lets two workers touch one user. A new row's evidence
-    (`evidence` by request_id) goes in with it; change events follow the v2 rule when the model has a
-    calibrated `noise_bound`.
+    before it by scored_at even while a rebalance lets two workers touch one user. The same lock
+    serialises them with `phq erase`: a row of a user erased at or after its scored_at is not written
+    (nor returned, so never published) (CONTRACT v2 section 5). A new row's evidence (`evidence` by
+    request_id) goes in with it; change events follow the v2 rule when the model has a calibrated
+    `noise_bound`.
     """
     out = []
     for row in sorted(rows, key=lambda r: (r["user_id"], r["scored_at"], r["request_id"])):
         lock_user(conn, row["user_id"])
+        if _erased_since(conn, row):
+            REQUESTS.labels("erased").inc()
+            continue
         new = conn.execute(_INSERT_SCORE, row).mappings().first()
         if new is None:
             stored = dict(conn.execute(_EXISTING_SCORE, row).mappings().one())
@@ -173,6 +178,12 @@ def store_scores(conn, rows: list[dict], settings: Settings, *, evidence: dict[s
         changes = [dict(c) for c in conn.execute(_CHANGES_OF, {"score_id": stored["id"]}).mappings()]
         out.append((stored, changes))
     return out
+
+
+def _erased_since(conn, row: dict) -> bool:
+    """Under lock_user: was the row's user erased at or after the row's data (its scored_at)?"""
+    when = erased_at(conn, row["user_id"])
+    return when is not None and row["scored_at"] <= when
 
 
 def _insert_changes(conn, stored: dict, settings: Settings, noise_bound: float | None = None) -> None:
@@ -247,7 +258,7 @@ class ScoringWorker:
                 if msg is not None:
                     self._receive(msg)
                 self._commit_offsets()
-                self.erasures.poll_new()
+                self._drop_erased(self.erasures.poll_new())
                 self._backpressure()
                 _sample_lag(self.consumer)
         finally:
@@ -279,6 +290,16 @@ class ScoringWorker:
             self.inbox.append(Item(msg.partition(), msg.offset(), request, self.generation))
             IN_FLIGHT.set(len(self.inbox))
             self.cond.notify()
+
+    def _drop_erased(self, new: list) -> None:
+        """Requests waiting in the inbox of users just erased are not scored (their offsets still commit)."""
+        if not new:
+            return
+        with self.cond:
+            for item in self.inbox:
+                if item.request is not None and self.erasures.is_erased(item.request.user_id, item.request.trigger_ts):
+                    REQUESTS.labels("erased").inc()
+                    item.request, item.rendered = None, None
 
     def _backpressure(self) -> None:
         """Pause fetching while too many requests wait (memory stays bounded); resume at half."""
@@ -407,12 +428,17 @@ class ScoringWorker:
         return outputs
 
     def _store(self, rows: list[dict], evidence: dict[str, list[dict]]) -> list[tuple[dict, list[dict]]]:
-        delay = 0.2
         bound = calibration.change_bound(getattr(self.scorer.meta, "calibration", None))
+        return self._in_transaction(lambda conn: store_scores(conn, rows, self.settings, evidence=evidence,
+                                                               noise_bound=bound))
+
+    def _in_transaction(self, work):
+        """work(conn) in one Postgres transaction, retried with backoff while Postgres is unreachable."""
+        delay = 0.2
         while True:
             try:
                 with self.engine.begin() as conn:
-                    return store_scores(conn, rows, self.settings, evidence=evidence, noise_bound=bound)
+                    return work(conn)
             except DBAPIError as exc:
                 if not (exc.connection_invalidated or _is_connection_error(exc)) or not self.running:
                     raise
@@ -441,15 +467,25 @@ class ScoringWorker:
             if err is not None:
                 failed.append(err)
 
-        for attempt in range(1000):
-            failed.clear()
+        def send(conn):
+            # under each user's lock, so `phq erase` cannot slip in between this check and the broker's
+            # acknowledgement: nothing of an erased user is published after its erasure
             for row, changes in rows:
+                lock_user(conn, row["user_id"])
+                if _erased_since(conn, row):
+                    continue
                 key = row["user_id"].encode()
                 self.producer.produce(self.scores_topic, key=key, value=to_json(row), on_delivery=on_delivery)
                 for change in changes:
                     self.producer.produce(self.alerts_topic, key=key, value=to_json(change), on_delivery=on_delivery)
             while self.producer.flush(5) > 0:
                 log.warning("outputs not acknowledged yet; waiting for the broker")
+
+        rows = sorted(rows, key=lambda rc: (rc[0]["user_id"], rc[0]["scored_at"], rc[0]["request_id"]))
+        for attempt in range(1000):
+            failed.clear()
+            if rows:
+                self._in_transaction(send)
             if not failed:
                 return
             log.warning("outputs failed; sending them again", extra={"error": str(failed[0]), "attempt": attempt})

@@ -17,7 +17,8 @@ from phq.telemetry import KAFKA_LOG
 from stream.store import PartitionStore
 
 log = logging.getLogger("phq.stream.changelog")
-CHANGELOG = "phq.stream.transcripts.changelog"
+# v2: binary records (stream.transcripts); a v1 store or changelog is not read (see stream/README.md)
+CHANGELOG = "phq.stream.transcripts.changelog.v2"
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -36,6 +37,9 @@ def ensure_changelog(settings: Settings) -> None:
     config = {
         "cleanup.policy": "compact,delete",
         "retention.ms": str(int(settings.transcript_retention_days * DAY_MS)),
+        # an erased or expired record's tombstone compacts it away within a day, not whenever the
+        # segment happens to fill
+        "max.compaction.lag.ms": str(DAY_MS),
         "min.insync.replicas": "1",
     }
     spec = NewTopic(name, len(meta[source].partitions), -1, config=config)

@@ -12,6 +12,8 @@ for _outcome in ("accepted", "duplicate", "dlq", "erased"):
 TRIGGERS = Counter("phq_stream_triggers_total", "Sessions ended with a scoring request, by trigger", ["trigger"])
 REQUESTS = Counter("phq_stream_requests_total", "Scoring requests committed to phq9.scoring.requests")
 ABORTS = Counter("phq_stream_transactions_aborted_total", "Kafka transactions aborted (their batch is redone)")
+EXPIRED = Counter("phq_stream_sessions_expired_total",
+                  "Sessions forgotten after PHQ_WINDOW_DAYS + PHQ_STREAM_REPLAY_HORIZON_DAYS without an event")
 RESTORED = Counter("phq_stream_restored_records_total", "Changelog records replayed into local stores")
 TRANSACTION_SECONDS = Histogram("phq_stream_transaction_seconds", "Time to process and commit one batch")
 OPEN_SESSIONS = Gauge("phq_stream_open_sessions", "Sessions not ended yet (idle-trigger candidates)")

@@ -221,6 +221,10 @@ class HashScorer:
         from phq.models import severity
         from scoring.engine import ScoreOutput
 
+        mark = os.environ.get("PHQ_TEST_SCORER_MARK")  # a file: one line per round, written as it starts
+        if mark:
+            with open(mark, "a") as f:
+                f.write(" ".join(sorted({t.session_id for r in rendered for t in r.turns})) + "\n")
         if self.delay_s:
             time.sleep(self.delay_s)
         out = []

@@ -23,6 +23,24 @@ HOSTILE = ["'; DROP TABLE phq9_scores; --", "<script>alert(1)</script>", "\" OR 
 REQUIRED = ["schema_version", "event_id", "event_type", "user_id", "session_id", "ts"]
 
 
+def _with(event: dict, **fields) -> bytes:
+    return json.dumps(dict(event, **fields)).encode()
+
+
+V2_CASES = [
+    lambda e: json.dumps(e).encode()[:-1] + b', "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",  # RecursionError once
+    lambda e: json.dumps(e).encode()[:-1] + b', "x": ' + b"[" * 65 + b"]" * 65 + b"}",  # just past 64 levels
+    lambda e: _with(e, ts="0001-01-01T00:00:00+01:00"),  # OverflowError once
+    lambda e: _with(e, ts="1969-12-31T23:59:59Z"),
+    lambda e: json.dumps(e).encode()[:-1] + b', "x": NaN}',
+    lambda e: json.dumps(e).encode()[:-1] + b', "x": -Infinity}',
+    lambda e: json.dumps(e).encode().replace(b'"turn": 0', b'"turn": 0.0'),
+    lambda e: json.dumps(e).encode().replace(b'"schema_version": 1', b'"schema_version": 1.0'),
+    lambda e: json.dumps(e).encode().replace(b'"turn": 0', b'"turn": 9223372036854775808'),
+    lambda e: _with(e, user_id="\ud800"),  # not Unicode text: its key could not be encoded
+]
+
+
 def base(user: str, n: int, text: str) -> dict:
     return {"schema_version": 1, "event_id": f"bad-{n}", "event_type": "message", "user_id": user,
             "session_id": f"{user}-bad", "ts": "2026-01-05T09:00:00Z", "role": "user", "turn": 0, "text": text}
@@ -33,7 +51,9 @@ def bad_event(draw, users: list[str]) -> tuple[str, bytes]:
     user = draw(st.sampled_from(users))
     event = base(user, draw(st.integers(0, 10**9)), draw(st.sampled_from(HOSTILE)) + draw(st.text(max_size=20)))
     kind = draw(st.sampled_from(["utf8", "json", "not_object", "missing", "wrong_type", "huge", "future",
-                                 "message_fields", "schema"]))
+                                 "message_fields", "schema", "v2"]))
+    if kind == "v2":  # CONTRACT v2 section 1: each of these once stopped, or could stop, the processor
+        return user, draw(st.sampled_from(V2_CASES))(event)
     if kind == "utf8":
         raw = json.dumps(event, ensure_ascii=False).encode()
         at = draw(st.integers(1, len(raw) - 1))
@@ -87,6 +107,7 @@ def test_every_bad_event_goes_to_the_dlq_and_every_valid_session_is_scored_once(
 
     rejected_by_the_gate()
     assert len(bad) >= 1000
+    bad += [(users[0], case(base(users[0], 10**10 + i, "v2"))) for i, case in enumerate(V2_CASES)]  # each one surely
 
     half = len(traffic.events) // 2
     produce(settings, traffic.events[:half])

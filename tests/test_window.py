@@ -76,3 +76,8 @@ def test_request_id_is_deterministic_and_offset_independent():
     assert a == request_id("u", "s", T.astimezone(timezone(timedelta(hours=-5))))
     assert a != request_id("u", "s", T + timedelta(seconds=1))
     assert a != request_id("u", "s2", T)
+
+
+def test_request_id_is_injective_where_ids_hold_the_old_separator():
+    assert request_id("a\x1fb", "c", T) != request_id("a", "b\x1fc", T)
+    assert request_id("a", "b\x1f" + T.isoformat(), T) != request_id("a\x1fb", T.isoformat(), T)
