@@ -428,7 +428,7 @@ class ScoringWorker:
         return outputs
 
     def _store(self, rows: list[dict], evidence: dict[str, list[dict]]) -> list[tuple[dict, list[dict]]]:
-        bound = calibration.change_bound(getattr(self.scorer.meta, "calibration", None))
+        bound = calibration.change_bound(getattr(getattr(self.scorer, "meta", None), "calibration", None))
         return self._in_transaction(lambda conn: store_scores(conn, rows, self.settings, evidence=evidence,
                                                                noise_bound=bound))
 
