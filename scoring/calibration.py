@@ -38,9 +38,12 @@ def _signed_bounds(residuals: list[float], coverage: float) -> tuple[float, floa
     return float(r[lo - 1]), float(r[hi - 1])
 
 
-def fit(y_true, y_pred, *, source: str, model_version: str = "", coverage: float = COVERAGE) -> dict:
+def fit(y_true, y_pred, *, source: str, model_version: str = "", coverage: float = COVERAGE,
+        change_bound: float | None = None, change_bound_source: str = "") -> dict:
     """A calibration from held-out (true, predicted) totals; by predicted severity band where a band has
-    at least MIN_PER_BAND users and its quantile differs from the overall one."""
+    at least MIN_PER_BAND users. `change_bound`, when measured directly (the 95% error of a change between
+    two scores of one user), replaces the approximation 1.96 x sqrt(2) x se, which assumes one user's
+    errors are independent from one score to the next (with overlapping windows they are not)."""
     pairs = [(float(t), float(p)) for t, p in zip(y_true, y_pred)]
     if len(pairs) < 10:
         raise ValueError(f"calibration needs at least 10 held-out users, got {len(pairs)}")
@@ -64,7 +67,8 @@ def fit(y_true, y_pred, *, source: str, model_version: str = "", coverage: float
         "high": high,
         "by_band": by_band,
         "se": se,  # standard error of one score (residual standard deviation)
-        "change_bound": CHANGE_Z * math.sqrt(2.0) * se,
+        "change_bound": change_bound if change_bound is not None else CHANGE_Z * math.sqrt(2.0) * se,
+        "change_bound_method": change_bound_source or "1.96 x sqrt(2) x se",
         "source": source,
         "model_version": model_version,
     }

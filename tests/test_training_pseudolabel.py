@@ -117,7 +117,7 @@ def test_round_0_trains_on_the_real_labels_plus_the_teachers_pseudolabels(data, 
     summary, _ = _scheme(data, tmp_path, rounds=0)
     assert summary[0]["n_pseudo"] == len(data["unlabelled"]) and summary[0]["pseudo_provenance"] == ["teacher"]
     rows = list(csv.DictReader(open(tmp_path / "s" / "pool_labels_round_0.csv")))
-    assert {r["source"] for r in rows} == {"teacher:builtin:stand-in"} and {r["round"] for r in rows} == {"0"}
+    assert {r["source"] for r in rows} == {"teacher:builtin:item-model"} and {r["round"] for r in rows} == {"0"}
 
 
 def test_each_round_relabels_the_pool_recording_source_round_model_version_and_spread(data, tmp_path):
@@ -137,12 +137,15 @@ def test_a_strict_agreement_filter_keeps_no_one(data, tmp_path):
     assert summary[0]["next_round_kept"] == 0 and summary[0]["spread_min"] > 0 and summary[1]["n_pseudo"] == 0
 
 
-def test_the_builtin_teacher_rates_nine_items_and_sums_them(data):
+def test_the_builtin_teacher_is_the_cold_start_item_model_with_evidence(data):
     labels, failures = builtin_teacher(data["unlabelled"][:5])
     assert failures == [] and len(labels) == 5
+    turn_ids = {t.event_id for ex in data["unlabelled"][:5] for t in ex.turns if t.role == "user"}
     for lab in labels:
-        assert len(lab.items) == 9 and lab.total == sum(lab.items) and lab.provenance == "teacher"
-        assert lab.source == "teacher:builtin:stand-in" and lab.round == 0 and lab.model_version
+        assert len(lab.items) == 9 and lab.total == pytest.approx(sum(lab.items)) and lab.provenance == "teacher"
+        assert lab.source == "teacher:builtin:item-model" and lab.round == 0 and lab.model_version.startswith("coldstart-")
+        assert all(set(ids) <= turn_ids and 1 <= int(k) <= 9 for k, ids in lab.evidence.items())
+    assert any(lab.evidence for lab in labels)
 
 
 def test_the_teacher_command_labels_the_pool_with_the_builtin_teacher(data, tmp_path):
@@ -152,7 +155,8 @@ def test_the_teacher_command_labels_the_pool_with_the_builtin_teacher(data, tmp_
     assert rc == 0
     rows = list(csv.DictReader(open(out)))
     assert {r["user_id"] for r in rows} == {ex.user_id for ex in data["unlabelled"]}
-    assert {r["source"] for r in rows} == {"teacher:builtin:stand-in"}
+    assert {r["source"] for r in rows} == {"teacher:builtin:item-model"}
+    assert all(isinstance(json.loads(r["evidence"]), dict) for r in rows)
 
 
 def test_the_teacher_command_wants_builtin_or_an_endpoint(data, tmp_path, capsys):

@@ -2,7 +2,8 @@
 held-out synthetic users, written into its directory; with no --model, the cold-start model's, written
 to scoring/coldstart_calibration.json (which the cold-start build ships).
 
-The cold-start model learns from no labels, so every labelled `phq synth` user is held out from it.
+The cold-start model learns from no labels, so every `phq synth` user is held out from it; scores are
+compared with the latent truth at their trigger times (the truth file is for measuring, never training).
 Synthetic users are not people: the calibration says so in its `source`, and its intervals are what
 the model's errors on synthetic text imply, not a clinical error rate.
 """
@@ -11,32 +12,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_USERS = 400
+DEFAULT_USERS = 150
 DEFAULT_SEED = 8101  # a seed of its own: no study or test uses it
 
 
-def measure(model_dir: Path, users: int, seed: int, progress: bool = True) -> dict:
-    """Split-conformal calibration of a model on the labelled users of a fresh `phq synth` run."""
+def measure(model_dir: Path, users: int, seed: int, days: int = 56) -> dict:
+    """Split-conformal calibration of a model on fresh `phq synth` users: every ended session scored as
+    the pipeline would, against the user's latent PHQ-9 that day (the truth file's, never trained on);
+    the change bound from the errors of changes between consecutive scores of one user."""
     from scoring import calibration
     from scoring.engine import Scorer
-    from training.data import labelled_examples, read_labels, read_transcripts
+    from training import trajectories
 
-    with tempfile.TemporaryDirectory(prefix="phq-calibrate-") as tmp:
-        events, labels = Path(tmp) / "events.jsonl", Path(tmp) / "labels.csv"
-        subprocess.run([sys.executable, "-m", "phq.cli", "synth", "--users", str(users), "--seed", str(seed),
-                        "--out-events", str(events), "--out-labels", str(labels)], check=True, stdout=subprocess.DEVNULL)
-        turns, _ = read_transcripts(events)
-        examples, _ = labelled_examples(turns, [lab for lab in read_labels(labels) if lab.provenance == "gt"])
     scorer = Scorer.load(model_dir)
-    outputs = scorer.score([ex.turns for ex in examples])
-    cal = calibration.fit([ex.total for ex in examples], [o.score for o in outputs], model_version=scorer.model_version,
-                          source=f"{len(examples)} labelled phq synth users (seed {seed}); SYNTHETIC, not clinical")
-    return cal
+    points, _ = trajectories.synth_points(scorer, users, seed, days)
+    bound = trajectories.change_bound(points)
+    return calibration.fit(
+        [p.truth for p in points], [p.score for p in points], model_version=scorer.model_version,
+        source=f"{len(points)} scores of {users} phq synth users (seed {seed}) against their latent truth; SYNTHETIC, "
+               "not clinical",
+        change_bound=bound["change_bound"],
+        change_bound_source=f"95% of |change error| over {bound['n_pairs']} consecutive score pairs of one user "
+                            f"(1.96 x sqrt(2) x se would be {bound['approximation_1_96_sqrt2_se']:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:

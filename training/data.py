@@ -36,6 +36,7 @@ class Label:
     round: int | None = None
     model_version: str = ""
     spread: float | None = None
+    evidence: dict | None = None  # a teacher's evidence: per item, the event ids of the user turns behind it
 
 
 @dataclass

@@ -184,27 +184,48 @@ def run_teacher(examples: list[Example], endpoint: str, model: str, retries: int
 
 # --- the builtin teacher (no LLM) -------------------------------------------------------------------
 
-def builtin_rater():
-    """(rate, source, version) of the teacher that needs no LLM: `rate(examples)` gives nine item
-    ratings (0..3, real-valued allowed) per window.
+def builtin_rater(model_dir: str | Path | None = None):
+    """(rate, source, version) of the teacher that needs no LLM: the cold-start item model (or the item
+    model in `model_dir`). `rate(examples)` gives each window's nine item scores (0..3, real-valued) and
+    its evidence: per item the event ids of the user turns behind it (ids only: no text leaves here)."""
+    from scoring.engine import ItemScorer, coldstart_dir
 
-    Until the cold-start item model (issue 9) lands this is the rule-based stand-in reader of `phq synth`'s
-    grammar (training/stand_in_teacher.py); the item model replaces this function's body with its own
-    batched item scores, and everything downstream stays as it is.
-    """
+    if model_dir is None:
+        from scoring.coldstart import build_coldstart
+
+        model_dir = build_coldstart(coldstart_dir(""))
+    scorer = ItemScorer.load(model_dir)
+
+    def rate(examples: list[Example]) -> list[tuple[list[float], dict]]:
+        out = []
+        for start in range(0, len(examples), 64):
+            for o in scorer.score([ex.turns for ex in examples[start:start + 64]]):
+                evidence: dict[str, list[str]] = {}
+                for e in o.evidence:
+                    evidence.setdefault(str(e.item), []).append(e.event_id)
+                out.append((list(o.items), evidence))
+        return out
+
+    return rate, "teacher:builtin:item-model", scorer.model_version
+
+
+def stand_in_rater():
+    """The rule-based reader of `phq synth`'s own grammar (training/stand_in_teacher.py): an upper bound on
+    reading synthetic sentences, kept to check the scheme's plumbing against; never a real-text teacher."""
     from training import stand_in_teacher
 
-    return (lambda examples: [stand_in_teacher.rate_window(ex) for ex in examples]), "teacher:builtin:stand-in", \
-        stand_in_teacher.VERSION
+    return (lambda examples: [(stand_in_teacher.rate_window(ex), {}) for ex in examples]), \
+        "teacher:builtin:stand-in", stand_in_teacher.VERSION
 
 
-def builtin_teacher(examples: list[Example]) -> tuple[list[Label], list[dict]]:
-    """(teacher labels, failures) from the builtin teacher: the LLM path's shape, total = the items' sum."""
-    rate, source, version = builtin_rater()
+def builtin_teacher(examples: list[Example], rater=None) -> tuple[list[Label], list[dict]]:
+    """(teacher labels, failures) from the builtin teacher: the LLM path's shape, total = the items' sum;
+    each label keeps its evidence (event ids per item) in `evidence`."""
+    rate, source, version = rater or builtin_rater()
     labels = []
-    for ex, items in zip(examples, rate(examples)):
+    for ex, (items, evidence) in zip(examples, rate(examples)):
         labels.append(Label(ex.user_id, ex.survey_ts, float(min(27.0, sum(items))), "teacher", list(items),
-                            source=source, round=0, model_version=version))
+                            source=source, round=0, model_version=version, evidence=evidence))
     return labels, []
 
 
@@ -214,11 +235,11 @@ def write_teacher_labels(labels: list[Label], path: str | Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["user_id", "survey_date", "phq9_total", *[f"item_{i}" for i in range(1, 10)], "provenance",
-                    "source", "round", "model_version"])
+                    "source", "round", "model_version", "evidence"])
         for lab in labels:
             w.writerow([lab.user_id, lab.survey_ts.isoformat(), f"{lab.total:g}",
                         *([f"{v:g}" for v in lab.items] if lab.items else [""] * 9), lab.provenance, lab.source,
-                        lab.round, lab.model_version])
+                        lab.round, lab.model_version, json.dumps(lab.evidence or {}, sort_keys=True)])
 
 
 # --- the scheme: teacher, then students ------------------------------------------------------------

@@ -5,9 +5,11 @@ pool against its latent truth and on held-out real labels; step-matched arms ove
     python -m training.study --out docs/results --results-md docs/results.md     # the full study
     python -m training.study --small --out /tmp/study-small                     # the same steps, small
 
-Every figure is synthetic and says so. The student is the encoder regressor for now; `student()` below is
-where the item model's trainer goes, and STUDY["baseline_models"] where the cold-start item model joins
-the baselines.
+Every figure is synthetic and says so, but the real-text checks (held-out real human text, no PHQ-9
+labels). The teacher is the cold-start item model (`--builtin`); the student is the item model, whose heads
+each round fits from the cold-start model; the cold-start model also stands beside the baselines, and a
+MiniLM regressor (the previous default student) is trained once for comparison. The alert study scores
+synthetic users with known latent trajectories at every session end, as the pipeline would.
 """
 
 from __future__ import annotations
@@ -33,22 +35,28 @@ STUDY = dict(
     seeds=(0, 1, 2),  # reviewer 2: every arm trains once per seed, with the same optimiser steps
     arms=("real_only", "real_plus_teacher", "real_plus_scheme"),
     bootstrap=1000,
-    baseline_models={},  # {"cold_start_items": "DIR"}: model directories scored beside the baselines
+    baseline_models={},  # more {"name": "DIR"} model directories scored beside the baselines (the cold start always is)
+    regressor=True,  # also train the MiniLM regressor once (round 0's data), for the real-text and synthetic tables
+    alerts=dict(users=80, seed=4242, days=56),  # the alert study: users with known latent trajectories
+    realtext_boot=1000,
+    realtext_data="",  # empty: ../shared/data
     # MiniLM at 128 tokens with its lower four layers frozen: what fits 30 minutes on two shared cores
     train=dict(base_model="minilm", max_steps=24, eval_every=8, batch_size=16, token_budget=128, lr=2e-4,
                head_lr=2e-3, freeze=["embeddings", "layer.0.", "layer.1.", "layer.2.", "layer.3."], patience=100,
                seed=0, quiet=True, install=False, provenance_weights={"gt": 1.0, "teacher": 0.5, "student": 0.5}),
 )
 SMALL = dict(users=80, bow=dict(n_users=200, train_seed=2026, test_seed=2027), passes=3, bootstrap=200,
-             train=dict(max_steps=6, eval_every=3))
+             alerts=dict(users=20, seed=4242, days=42), realtext_boot=100, train=dict(max_steps=6, eval_every=3))
+# The item student's fit (heads only: seconds a round). Every run takes the same optimiser steps (no early
+# stop), so reviewer 2's arms are step-matched; the best validation step's heads are kept.
+ITEM_TRAIN = dict(steps=200, eval_every=10, patience=10**6)
 
 
 def student():
-    """The scheme's student: the encoder regressor today. The item model plugs in here with a
-    `training.pseudolabel.Student` of its own (train, predict, spread)."""
-    from training.pseudolabel import regressor_student
+    """The scheme's student: the item model (its heads fitted from the cold-start model each round)."""
+    from training.train_items import item_student
 
-    return regressor_student()
+    return item_student()
 
 
 def settings_for(small: bool) -> dict:
@@ -93,11 +101,17 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
     say(f"{st['users']} users: {len(part['train'])} train, {len(part['val'])} val, {len(part['test'])} test windows; "
         f"pool {len(pool)}")
 
-    # 2. the bag-of-words check, and the baselines on the test users (fit on the real training labels)
+    # 2. the bag-of-words check, and the baselines on the test users (fit on the real training labels),
+    #    the cold-start item model among them
     t = time.monotonic()
+    from scoring.coldstart import build_coldstart
+    from scoring.engine import coldstart_dir
+
+    coldstart = build_coldstart(coldstart_dir(str(work)))
     bow = baselines.bow_check(**st["bow"])
     say(f"bag of words on held-out wordings: r {bow['tfidf_ridge']['test_r']:.3f}")
-    preds = baselines.run(baselines.standard(st["baseline_models"]), part["train"], part["test"])
+    models = {"cold_start_items": str(coldstart), **st["baseline_models"]}
+    preds = baselines.run(baselines.standard(models), part["train"], part["test"])
     (out / "baselines").mkdir(exist_ok=True)
     for name, p in preds.items():
         write_predictions(out / "baselines" / f"{name}.csv", test_users, y_test, p)
@@ -114,17 +128,18 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
     # 4. teacher to student: round 0 on real + teacher labels, then students relabel the pool
     t = time.monotonic()
     scheme_dir = work / "scheme"
-    summary = run_scheme(cfg, part["train"], part["val"], part["test"], pool, teacher_pool, scheme_dir, st["rounds"],
+    item_cfg = {**cfg, **ITEM_TRAIN}
+    summary = run_scheme(item_cfg, part["train"], part["val"], part["test"], pool, teacher_pool, scheme_dir, st["rounds"],
                          st["passes"], st["max_std"], log=say, student=student())
     timings["scheme_s"] = round(time.monotonic() - t, 1)
 
     # 5. reviewer 1: every round's pool labels against the pool's latent truth; every source on the test users
     t = time.monotonic()
-    pool_sources = [("teacher (stand-in)", str(scheme_dir / "pool_labels_round_0.csv"))]
+    pool_sources = [("teacher (cold-start item model)", str(scheme_dir / "pool_labels_round_0.csv"))]
     pool_sources += [(f"student round {k - 1} relabel", str(scheme_dir / f"pool_labels_round_{k}.csv"))
                      for k in range(1, st["rounds"] + 1)]
     pool_q = pool_quality(truth_path, pool_sources, len(pool), out / "pool", st["bootstrap"])
-    sources = [("teacher (stand-in)", str(work / "teacher_test.csv"))]
+    sources = [("teacher (cold-start item model)", str(work / "teacher_test.csv"))]
     sources += [(f"student_round_{r['round']}", str(scheme_dir / f"round_{r['round']}" / "test_predictions.csv")) for r in summary]
     test_q = pseudolabel_quality(str(work / "test_labels.csv"), sources, out / "pseudolabels", st["bootstrap"])
     timings["reviewer_1_s"] = round(time.monotonic() - t, 1)
@@ -143,7 +158,7 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
             run_dir = reuse.get((arm, seed)) or work / "arms" / arm / f"seed_{seed}"
             if (arm, seed) not in reuse:
                 say(f"arm {arm}, seed {seed}")
-                res = student().train({**cfg, "seed": seed, "name": f"{arm}-s{seed}"},
+                res = student().train({**item_cfg, "seed": seed, "name": f"{arm}-s{seed}"},
                                       part["train"] + pseudo_examples(pool, arm_labels[arm]), part["val"], run_dir,
                                       log=lambda _: None, test_users=test_users)
                 write_predictions(run_dir / "test_predictions.csv", test_users, y_test, student().predict(res, part["test"]),
@@ -154,10 +169,34 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
                       st["bootstrap"])
     timings["reviewer_2_s"] = round(time.monotonic() - t, 1)
 
-    # 7. the final student's report, and what its token budget sees of a window
+    # 7. the final student's report
     users, y, p = read_predictions(scheme_dir / f"round_{st['rounds']}" / "test_predictions.csv")
     final = evaluate_arrays(users, y, p, out / "eval", title=f"Final student (round {st['rounds']}) on held-out users",
                             n_boot=st["bootstrap"])
+
+    # 8. the MiniLM regressor (the previous default student), trained once on round 0's data, for comparison
+    regressor = None
+    if st["regressor"]:
+        t = time.monotonic()
+        from training.pseudolabel import regressor_student
+
+        reg = regressor_student()
+        res = reg.train({**cfg, "name": "regressor"}, part["train"] + pseudo_examples(pool, teacher_pool), part["val"],
+                        work / "regressor", log=lambda _: None, test_users=test_users)
+        base_metrics["minilm_regressor_128"] = _metrics(M, test_users, y_test, reg.predict(res, part["test"]), st["bootstrap"])
+        regressor = res["model_path"]
+        timings["regressor_s"] = round(time.monotonic() - t, 1)
+
+    # 9. real human text: every model the study ships or trains, beside the two baselines
+    t = time.monotonic()
+    realtext = realtext_section(coldstart, summary[-1]["model_path"], regressor, st["realtext_boot"], say,
+                                st.get("realtext_data") or None)
+    timings["realtext_s"] = round(time.monotonic() - t, 1)
+
+    # 10. alerts: v1 rules against v2 (and a proposed rule) on users with known latent trajectories
+    t = time.monotonic()
+    alerts = alerts_section(coldstart, summary[-1]["model_path"], st["alerts"], say)
+    timings["alerts_s"] = round(time.monotonic() - t, 1)
     timings["total_s"] = round(time.monotonic() - t0, 1)
     result = {
         "settings": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in st.items()},
@@ -174,11 +213,60 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
         "ablation_seeds": seeds,
         "ablation_paired_seed0": {"difference": paired["difference"], "n": paired["n"]},
         "final_eval": {k: final[k] for k in ("n", "mae", "rmse", "pearson_r", "spearman_rho", "auc_10", "ci95", "counts")},
+        "realtext": realtext,
+        "alerts": alerts,
         "timings": timings,
     }
     (out / "study.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     say(f"done in {timings['total_s'] / 60:.1f} minutes")
     return result
+
+
+def realtext_section(coldstart: Path, item_student: str, regressor: str | None, n_boot: int, say,
+                     data_dir: str | None = None) -> dict:
+    """Held-out real human text (../shared/data): the cold-start model with both baselines, then the
+    trained item student and the MiniLM regressor (headline checks)."""
+    from training import realtext
+
+    data = Path(data_dir) if data_dir else realtext.default_data_dir()
+    if not (data / "counsel-chat" / "questions.csv").is_file():
+        say(f"no real text at {data}: real-text section skipped")
+        return {}
+    out = {"cold_start": realtext.run(coldstart, data, n_boot=n_boot, progress=False)}
+    say("real text: cold-start model " + json.dumps(realtext.headline(out["cold_start"])))
+    out["item_student"] = realtext.run(item_student, data, n_boot=n_boot, progress=False, baselines=False)
+    say("real text: item student " + json.dumps(realtext.headline(out["item_student"])))
+    if regressor:
+        out["minilm_regressor"] = realtext.run(regressor, data, n_boot=n_boot, progress=False, baselines=False)
+        say("real text: MiniLM regressor " + json.dumps(realtext.headline(out["minilm_regressor"])))
+    return out
+
+
+def alerts_section(coldstart: Path, item_student: str, cfg: dict, say) -> dict:
+    """Alerts per 100 user-months and their truth, v1 rules vs v2 rules, for the default model and the
+    trained item student; the v2 bound measured on other users (a seed of its own) than those alerted on."""
+    from scoring.engine import Scorer
+    from training import trajectories as tj
+
+    out = {}
+    for name, path in (("cold_start", coldstart), ("item_student", item_student)):
+        scorer = Scorer.load(path)
+        cal_points, _ = tj.synth_points(scorer, cfg["users"], cfg["seed"] + 1, cfg["days"])
+        bound = tj.change_bound(cal_points)
+        far = tj.change_bound(cal_points, pairs=list(tj.pairs_apart(cal_points, 14)))
+        points, meta = tj.synth_points(scorer, cfg["users"], cfg["seed"], cfg["days"])
+        rules = {
+            "v1": tj.alerts_consecutive(points, None),
+            "v2": tj.alerts_consecutive(points, bound["change_bound"]),
+            "v2_contract_approximation": tj.alerts_consecutive(points, bound["approximation_1_96_sqrt2_se"]),
+            "proposed_reference": tj.alerts_from_reference(points, far["change_bound"]),
+        }
+        out[name] = {"model_version": scorer.model_version, "bound": bound, "bound_14_days_apart": far,
+                     "n_points": len(points), **{k: tj.alert_study(points, meta, v) for k, v in rules.items()}}
+        v1, v2 = out[name]["v1"], out[name]["v2"]
+        say(f"alerts ({name}): v1 {v1['alerts_per_100_user_months']:.0f}/100 user-months, {v1['share_true'] or 0:.0%} true; "
+            f"v2 {v2['alerts_per_100_user_months']:.0f}, {v2['share_true'] or 0:.0%} true")
+    return out
 
 
 def _metrics(M, users, y, p, n_boot: int) -> dict:
@@ -249,12 +337,14 @@ def results_markdown(r: dict, figs: str) -> str:
          "truth is kept in a never-for-training file and used only to measure).",
          f"- Splits by user, decided by the generator: {d['split_windows']['train']} training, {d['split_windows']['val']} "
          f"validation and {d['split_windows']['test']} test windows ({d['split_users']['test']} test users).",
-         f"- Student: all-MiniLM-L6-v2 with a regression head, token budget {tr['token_budget']}, "
-         f"{tr['max_steps']} optimiser steps of {tr['batch_size']} windows per run, lower layers frozen "
-         f"({', '.join(tr['freeze'])}): what fits the CPU budget, not a model that reads two weeks.",
-         "- Teacher: **no LLM here**; the builtin teacher is the rule-based stand-in (`training/stand_in_teacher.py`), "
-         "which reads `phq synth`'s own grammar: an upper bound on reading the sentences, not a measure of any LLM "
-         "(the cold-start item model replaces it).", "",
+         f"- Student: the item model (`training/train_items.py`): each round fits its heads from the cold-start "
+         f"model on real plus pseudolabels ({ITEM_TRAIN['steps']} optimiser steps per run, the same for every run; "
+         "the encoder stays frozen and reads every clause of the window).",
+         f"- For comparison: all-MiniLM-L6-v2 with a regression head (the previous default student), token budget "
+         f"{tr['token_budget']}, {tr['max_steps']} optimiser steps of {tr['batch_size']} windows, lower layers frozen, "
+         "trained once on round 0's data.",
+         "- Teacher: **no LLM here**; the builtin teacher (`phq pseudolabel teacher --builtin`) is the cold-start item "
+         "model, which needs no labels: it is also the first baseline below.", "",
          "## Does the task need reading?", "",
          f"TF-IDF of word 1-3 grams + ridge, fit on one seed's training users ({bow['n_train']} windows), tested on "
          f"another seed's test users ({bow['n_test']} windows, held-out wordings): Pearson r "
@@ -268,8 +358,9 @@ def results_markdown(r: dict, figs: str) -> str:
     for row in r["scheme"]:
         L.append(f"| student round {row['round']} | {_f(row.get('mae'))} | {_f(row.get('rmse'))} | {_f(row.get('pearson_r'))} "
                  f"| {_f(row.get('auc_10'))} |")
-    L += ["", f"A {cov['token_budget']}-token encoder sees {cov['share_of_turns_seen']:.0%} of a median "
-          f"{cov['median_window_tokens']}-token window's turns (the newest).", "",
+    L += ["", f"The MiniLM regressor's {cov['token_budget']}-token budget sees {cov['share_of_turns_seen']:.0%} of a "
+          f"median {cov['median_window_tokens']}-token window's turns (the newest); the item model reads every clause "
+          "of the user's turns.", "",
           "## Teacher to student", "",
           "| round | real windows | pseudo windows (source) | validation MAE | kept for next round | spread median | train s |",
           "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -299,14 +390,76 @@ def results_markdown(r: dict, figs: str) -> str:
           "| arm | MAE | Pearson r | AUC (>= 10) | MAE minus real_only |", "| --- | --- | --- | --- | --- |"]
     for name, a in ab["arms"].items():
         L.append(f"| {name} | {_msd(a['mae'])} | {_msd(a['pearson_r'])} | {_msd(a['auc_10'])} | {_msd(a['mae'], 'minus_reference_')} |")
-    L += ["", f"![arms by seed (synthetic)]({figs}/ablation/seeds_ablation.png)", "",
-          "## Timings (this 2-core machine, shared)", "", "| step | seconds |", "| --- | --- |"]
+    L += ["", f"![arms by seed (synthetic)]({figs}/ablation/seeds_ablation.png)", ""]
+    L += realtext_markdown(r.get("realtext") or {})
+    L += alerts_markdown(r.get("alerts") or {})
+    L += ["## Timings (this 2-core machine, shared)", "", "| step | seconds |", "| --- | --- |"]
     L += [f"| {k[:-2]} | {v} |" for k, v in r["timings"].items()]
     L += ["", "## GPU: the seed's model class", "",
           "**Not run: no GPU was lent.** `benchmarks/gpu_roundtrip.py` fine-tunes a random-initialised Qwen3-1.7B-shape "
           "regressor with LoRA r=16 on `phq synth` v2 windows, saves it, loads it and scores it through the transformers "
           "backend and vLLM; checked end to end on CPU with `--tiny`.", ""]
     return "\n".join(L)
+
+
+def realtext_markdown(rt: dict) -> list[str]:
+    """The real-text section: every model the study ships or trains, and the two baselines."""
+    if not rt:
+        return ["## Real human text", "", "Not run (no `../shared/data`).", ""]
+
+    def row(name, m):
+        it = m["counselchat_items"]
+        return (f"| {name} | {_f(m['counselchat_depression']['auc'], m['counselchat_depression']['ci95'])} "
+                f"| {_f(it['3']['auc'])} | {_f(it['5']['auc'])} | {_f(it['6']['auc'], it['6']['ci95'])} "
+                f"| {_f(m['sad_severity']['spearman'], m['sad_severity']['ci95'])} |")
+
+    cs = rt["cold_start"]
+    L = ["## Real human text (held out; no PHQ-9 labels)", "",
+         f"`phq eval realtext` on the held-out splits of `../shared/data`: {cs['n_counselchat']} CounselChat questions "
+         f"({cs['model']['counselchat_depression']['n_positive']} about depression) and {cs['n_sad']} SAD stress "
+         "sentences, one text as one user's one turn. These check that a model reads people; they are not PHQ-9 "
+         "accuracy. Goals: cold-start depression AUC >= 0.92 and SAD Spearman >= 0.15; every trained model at least "
+         "as good as the cold-start one.", "",
+         "| scorer | CounselChat depression AUC | sleep (3) | eating (5) | self-esteem (6) | SAD severity Spearman |",
+         "| --- | --- | --- | --- | --- | --- |",
+         row(f"cold-start item model ({cs['model']['model_version']}, the default)", cs["model"])]
+    if rt.get("item_student"):
+        L.append(row("item student, final round (synthetic labels)", rt["item_student"]["model"]))
+    if rt.get("minilm_regressor"):
+        L.append(row("MiniLM regressor (synthetic labels)", rt["minilm_regressor"]["model"]))
+    for name, b in cs.get("baselines", {}).items():
+        L.append(row(f"baseline: {name.replace('_', ' ')}", b))
+    items = cs["model"]["counselchat_items"]
+    L += ["", "Item topics held out: " + ", ".join(f"item {k} `{v['topic']}` {v['n_positive']}" for k, v in items.items())
+          + " (the file has no `self-harm` topic, so item 9 cannot be checked here).", ""]
+    return L
+
+
+def alerts_markdown(al: dict) -> list[str]:
+    if not al:
+        return []
+    L = ["## Alerts a clinician can trust (synthetic users with known latent trajectories)", "",
+         "Every ended session of each user scored as the pipeline does (the 14 days before it), consecutive scores "
+         "compared as the worker does. An alert is **true** when the user's latent PHQ-9 moved at least 5 points in "
+         "its direction within the 14 days before it or the week after; a **true change** (a latent move of 5 points "
+         "from where it last settled) is **alerted** when an alert of its direction comes within a week before or "
+         "two weeks after. The v2 bound is measured on other synthetic users (a seed of its own) as the 95% quantile "
+         "of the error of the change between two consecutive scores of one user.", "",
+         "| model | rule | bound | alerts / 100 user-months | false alerts / 100 user-months | share true | true changes alerted |",
+         "| --- | --- | --- | --- | --- | --- | --- |"]
+    names = {"v1": "v1 (contract v1)", "v2": "v2 (contract v2, measured bound)",
+             "v2_contract_approximation": "v2 with 1.96 x sqrt(2) x se", "proposed_reference": "proposed: against the last alert's score"}
+    bounds = lambda m: {"v1": "-", "v2": f"{m['bound']['change_bound']:.2f}",  # noqa: E731
+                        "v2_contract_approximation": f"{m['bound']['approximation_1_96_sqrt2_se']:.2f}",
+                        "proposed_reference": f"{m['bound_14_days_apart']['change_bound']:.2f}"}
+    for model, m in al.items():
+        for rule, label in names.items():
+            a = m[rule]
+            L.append(f"| {model.replace('_', ' ')} | {label} | {bounds(m)[rule]} | {a['alerts_per_100_user_months']:.0f} "
+                     f"| {a['false_alerts_per_100_user_months']:.0f} | {_f(a['share_true'])} "
+                     f"| {a['true_changes_alerted']} of {a['true_changes']} ({_f(a['recall'])}) |")
+    L += [""]
+    return L
 
 
 def _msd(s: dict, prefix: str = "") -> str:

@@ -117,7 +117,7 @@ class Batch:
             self.near = model.heads.facet_nearness(self.emb)
         self.n_days = torch.tensor([r.n_days for r in rendered])
         self.n = len(examples)
-        self.total = torch.tensor([float(ex.total) for ex in examples])
+        self.total = torch.tensor([float(ex.total) if ex.total is not None else float("nan") for ex in examples])
         items = [ex.extra.get("items") for ex in examples]
         self.items = torch.tensor([list(map(float, i)) if i else [0.0] * 9 for i in items])
         self.has_items = torch.tensor([1.0 if i else 0.0 for i in items])
@@ -397,3 +397,78 @@ def main(argv: list[str]) -> int:
         print(f"phq train: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+# -----------------------------------------------------------------------------------------------
+# the item model as the scheme's student (training.pseudolabel.Student: train, predict, spread)
+
+def train_student(cfg: dict, train_examples, val_examples, run_dir: Path, log=print, test_users=()) -> dict:
+    """One round's student: the item heads fitted on `train_examples` (real and pseudo labels, weighted
+    by provenance) from the cold-start model, selected on `val_examples`; a model directory in `run_dir`."""
+    import torch
+
+    from scoring.engine import ItemScorer
+    from training.data import fingerprint
+
+    cfg = {**CONFIG, **{k: v for k, v in cfg.items() if k in CONFIG}}
+    torch.manual_seed(cfg["seed"])
+    started = time.monotonic()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = resolve_base(cfg["base_model"] if is_item_base(cfg["base_model"]) else "coldstart", run_dir)
+    model = ItemScorer.load(base).model
+    for ex in list(train_examples) + list(val_examples):
+        ex.extra.setdefault("items", None)
+    train_b, val_b = Batch(model, train_examples, cfg), Batch(model, val_examples, cfg)
+    history = fit(model, train_b, val_b, {**cfg, "quiet": True}, lambda _msg: None)
+    fp = fingerprint(list(train_examples))
+    version = f"{cfg['name']}-{fp.split(':')[-1][:8]}"
+    out = write_model(base, run_dir / "model", model, {"model_version": version, "data_fingerprint": fp,
+                                                        "base_model": model.meta.model_version})
+    _record_training_users(out, {ex.user_id for ex in list(train_examples) + list(val_examples)})
+    result = {"model_version": version, "model_path": str(out), "installed_path": None,
+              "best_val_mae": history["best_val_mae"], "train_seconds": round(time.monotonic() - started, 1),
+              "steps": history["history"][-1]["step"], "best_step": history["best_step"], "history": history["history"]}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    result.update({"cfg": cfg, "model": model, "train_examples": list(train_examples), "val_batch": val_b})
+    log(f"item student {version}: validation MAE {history['best_val_mae']:.2f} in {result['train_seconds']:.0f}s")
+    return result
+
+
+def predict_student(result: dict, examples) -> list[float]:
+    model = result["model"]
+    return _totals(model, Batch(model, examples, result["cfg"]))
+
+
+def spread_student(result: dict, examples, passes: int) -> tuple[list[float], list[float]]:
+    """(means, standard deviations) over a small seed ensemble: `passes` sets of heads, each fitted on a
+    bootstrap resample of the round's training examples with a seed of its own (the heads have no dropout,
+    so an ensemble is what makes the estimate vary)."""
+    import copy
+    import random
+
+    import torch
+
+    model, cfg = result["model"], result["cfg"]
+    members = result.setdefault("ensemble", [])
+    train = result["train_examples"]
+    while len(members) < passes:
+        seed = cfg["seed"] + 1000 * (len(members) + 1)
+        rng = random.Random(seed)
+        sample = [train[rng.randrange(len(train))] for _ in train]
+        member = copy.copy(model)
+        member.heads = copy.copy(model.heads)
+        member.heads.t = {k: v.detach().clone() for k, v in model.heads.t.items()}
+        torch.manual_seed(seed)
+        fit(member, Batch(member, sample, cfg), result["val_batch"], {**cfg, "quiet": True}, lambda _msg: None)
+        members.append(member)
+    batch = Batch(model, examples, cfg)
+    preds = torch.tensor([_totals(m, batch) for m in members[:passes]])
+    return preds.mean(0).tolist(), preds.std(0, unbiased=passes > 1).tolist()
+
+
+def item_student():
+    """The item model as `training.pseudolabel.Student`."""
+    from training.pseudolabel import Student
+
+    return Student(train=train_student, predict=predict_student, spread=spread_student)

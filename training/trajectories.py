@@ -65,11 +65,27 @@ def consecutive(points: list[Point]):
             yield a, b
 
 
-def change_bound(points: list[Point], coverage: float = 0.95) -> dict:
-    """The split-conformal 95% bound of the error of a change between two consecutive scores of one user:
-    |(score_b - score_a) - (truth_b - truth_a)|; beside it, 1.96 x sqrt(2) x the standard error of one
-    score (the contract's approximation, which ignores that one user's errors move together)."""
-    diffs = sorted(abs((b.score - a.score) - (b.truth - a.truth)) for a, b in consecutive(points))
+def pairs_apart(points: list[Point], min_days: float):
+    """(earlier, later) pairs of one user's scores at least `min_days` apart: each score with the first
+    of the user's scores that is that far behind it."""
+    by_user: dict[str, list[Point]] = {}
+    for p in points:
+        by_user.setdefault(p.user_id, []).append(p)
+    for pts in by_user.values():
+        j = 0
+        for b in pts:
+            while j + 1 < len(pts) and (b.ts - pts[j + 1].ts).days >= min_days:
+                j += 1
+            if (b.ts - pts[j].ts).days >= min_days:
+                yield pts[j], b
+
+
+def change_bound(points: list[Point], coverage: float = 0.95, pairs=None) -> dict:
+    """The split-conformal 95% bound of the error of a change between two scores of one user:
+    |(score_b - score_a) - (truth_b - truth_a)| over consecutive scores (or `pairs`); beside it,
+    1.96 x sqrt(2) x the standard error of one score (the contract's approximation, which ignores that
+    one user's errors move together from one score to the next)."""
+    diffs = sorted(abs((b.score - a.score) - (b.truth - a.truth)) for a, b in (pairs if pairs is not None else consecutive(points)))
     n = len(diffs)
     if n < 10:
         raise ValueError(f"a change bound needs at least 10 consecutive pairs, got {n}")
@@ -96,19 +112,45 @@ def true_changes(truth_by_day: dict[int, float], start: datetime, size: float = 
     return out
 
 
-def alert_study(points: list[Point], meta: dict, noise_bound: float | None, reliable_change: float = 5,
-                clinical_threshold: float = 10, before_days: float = 14, after_days: float = 7) -> dict:
-    """Alerts of one rule set (v1: noise_bound None) against the latent truth.
-
-    An alert at t is true when the truth changed reliably in the same direction in [t - 14 d, t + 7 d]
-    (the window the score reads, and a week's lag); a true change at c is alerted when an alert of its
-    direction falls in [c - 7 d, c + 14 d]."""
+def alerts_consecutive(points: list[Point], noise_bound: float | None, reliable_change: float = 5,
+                       clinical_threshold: float = 10) -> list[tuple[str, datetime, str]]:
+    """The contract's rule: each score against the one before it (v1: noise_bound None; v2: with it).
+    One alert per score, as a care team sees it (its kinds listed together)."""
     alerts = []
     for a, b in consecutive(points):
         changes = detect_changes(a.score, b.score, reliable_change=reliable_change,
                                  clinical_threshold=clinical_threshold, noise_bound=noise_bound)
-        if changes:  # one alert per score, as a care team sees it (its kinds listed together)
+        if changes:
             alerts.append((b.user_id, b.ts, changes[0].direction))
+    return alerts
+
+
+def alerts_from_reference(points: list[Point], noise_bound: float, reliable_change: float = 5,
+                          clinical_threshold: float = 10) -> list[tuple[str, datetime, str]]:
+    """A rule the contract does not have (studied as a proposal): each score against the user's reference
+    score (their first, then the score of their last alert), an event when the v2 rule holds between
+    them; so a change that builds up over weeks is caught once it is beyond the noise."""
+    alerts, ref = [], {}
+    for p in points:
+        r = ref.get(p.user_id)
+        if r is None:
+            ref[p.user_id] = p
+            continue
+        changes = detect_changes(r.score, p.score, reliable_change=reliable_change, clinical_threshold=clinical_threshold,
+                                 noise_bound=noise_bound)
+        if changes:
+            alerts.append((p.user_id, p.ts, changes[0].direction))
+            ref[p.user_id] = p
+    return alerts
+
+
+def alert_study(points: list[Point], meta: dict, alerts: list[tuple[str, datetime, str]],
+                before_days: float = 14, after_days: float = 7) -> dict:
+    """Alerts (user, time, direction) of one rule set against the latent truth.
+
+    An alert at t is true when the truth changed reliably (5 points) in the same direction in
+    [t - 14 d, t + 7 d] (the window the score reads, and a week's lag); a true change at c is alerted
+    when an alert of its direction falls in [c - 7 d, c + 14 d]."""
     truths = {u: true_changes(by_day, meta["start"]) for u, by_day in meta["truth"].items()}
     users = {p.user_id for p in points}
     lo, hi = timedelta(days=before_days), timedelta(days=after_days)
