@@ -53,12 +53,12 @@ def test_items_and_evidence_reach_postgres_and_no_text_reaches_the_topics(settin
                            "WHERE user_id LIKE %s ORDER BY user_id, scored_at", ("itm-%",))
     for _id, _user, score, items, version, _sid in rows:
         assert version.startswith("coldstart-")
+        assert len(items) == 9 and all(0 <= v <= 3 for v in items)
+        assert score == pytest.approx(sum(items), abs=1e-3)
     bounds = db_rows(db_url, "SELECT score_low, score_high, score FROM phq9_scores WHERE user_id LIKE %s", ("itm-%",))
     assert all(lo is not None and lo <= hi for lo, hi, _ in bounds), "the cold-start model is calibrated: every score has its interval"
     changes = db_rows(db_url, "SELECT delta, noise_bound FROM symptom_change_events WHERE user_id LIKE %s", ("itm-%",))
     assert all(bound is not None and abs(delta) >= bound for delta, bound in changes), "v2: only changes beyond noise"
-        assert len(items) == 9 and all(0 <= v <= 3 for v in items)
-        assert score == pytest.approx(sum(items), abs=1e-3)
     sad_last = [r for r in rows if r[1] == "itm-sad"][-1]
     fine_last = [r for r in rows if r[1] == "itm-fine"][-1]
     assert sad_last[2] > fine_last[2] + 2
