@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Connection, delete, func, insert, select, text, tuple_, update
 
 from care.tokens import new_token, new_webhook_secret, token_hash
 from phq.erasures import lock_user, user_key

@@ -297,7 +297,7 @@ def up(settings: Settings) -> dict:
     bootstrap = outside_kafka(settings, state) or kafka_up(state)
     url = outside_database_url(settings, state)
     if url:
-        say(f"using the PostgreSQL at PHQ_DATABASE_URL; not starting one")
+        say("using the PostgreSQL at PHQ_DATABASE_URL; not starting one")
     else:
         url = pg_up(state)
     created = ensure_topics(settings, bootstrap)

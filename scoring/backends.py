@@ -9,7 +9,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from scoring.batcher import BatchStats, batch_stats, plan_batches
+from scoring.batcher import BatchStats, batch_stats, padded, plan_batches
 from scoring.model import ModelMeta, load_model_dir, read_meta
 from scoring.render import Rendered
 
@@ -112,13 +112,7 @@ class TransformersBackend(Backend):
         """Raw head outputs for one batch of token id lists."""
         import torch
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for n, row in enumerate(rows):
-            ids[n, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[n, : len(row)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = padded(rows, self.pad_id, self.device)
         with torch.inference_mode():
             if self.mask_free:
                 return self._forward_mask_free(ids, [len(r) for r in rows])

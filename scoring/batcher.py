@@ -71,3 +71,16 @@ def batch_stats(lengths: list[int], batches: list[list[int]]) -> BatchStats:
 def arrival_batches(n: int, batch_size: int) -> list[list[int]]:
     """The naive baseline: fixed-size batches in arrival order (for comparison, not for use)."""
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
+def padded(rows: list[list[int]], pad_id: int, device: str = "cpu"):
+    """(ids, attention mask) tensors of one batch of token id lists, right-padded with `pad_id`."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for n, row in enumerate(rows):
+        ids[n, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[n, : len(row)] = 1
+    return ids.to(device), mask.to(device)

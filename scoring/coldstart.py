@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from scoring import statements as bank
-from scoring.itemmodel import DEFAULT_HYPER, ITEMS_ENCODER_FILES, KIND, STATEMENTS_FILE, ItemHeads, SentenceEncoder, write_heads
-from scoring.model import ITEMS_FORMAT_VERSION, META_FILE, ModelMeta, Template, bundled_minilm, read_meta
+from scoring.itemmodel import DEFAULT_HYPER, ITEMS_ENCODER_FILES, KIND, ItemHeads, SentenceEncoder, write_heads
+from scoring.model import ITEMS_FORMAT_VERSION, META_FILE, ModelMeta, Template, bundled_minilm, read_meta, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -108,23 +106,19 @@ def build_coldstart(out_dir: str | Path, encoder_dir: str | Path | None = None, 
         calibration=shipped,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    def fill(tmp: Path) -> None:
         for name in ITEMS_ENCODER_FILES:
             if (encoder_dir / name).is_file():
                 shutil.copy2(encoder_dir / name, tmp / name)
         write_heads(tmp, heads, statements)
         (tmp / META_FILE).write_text(meta.to_json())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+
+    try:
+        return write_atomically(out_dir, fill)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
         if read_meta(out_dir).model_version == version:  # another process built the same one meanwhile
             return out_dir
         raise
-    return out_dir
 
 
 CALIBRATION_FILE = Path(__file__).with_name("coldstart_calibration.json")

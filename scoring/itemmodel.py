@@ -198,13 +198,9 @@ class SentenceEncoder:
     def _forward(self, rows: list[list[int]], grad: bool):
         import torch
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for n, row in enumerate(rows):
-            ids[n, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[n, : len(row)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        from scoring.batcher import padded
+
+        ids, mask = padded(rows, self.pad_id, self.device)
         ctx = torch.enable_grad() if grad else torch.inference_mode()
         with ctx:
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()

@@ -143,14 +143,26 @@ def save_model_dir(out_dir: str | Path, model, tokenizer, meta: ModelMeta, *, st
     _quiet_transformers()
     if not meta.created_at:
         meta.created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    def fill(tmp: Path) -> None:
         model.config.problem_type = "regression"
         model.save_pretrained(str(tmp), state_dict=state_dict)
         tokenizer.save_pretrained(str(tmp))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
         (tmp / META_FILE).write_text(meta.to_json())
+
+    return write_atomically(out_dir, fill)
+
+
+def write_atomically(out_dir: str | Path, fill) -> Path:
+    """`fill(tmp)` writes a directory's files into a hidden temporary sibling, which then replaces
+    `out_dir` in one rename: a reader never sees half a model (a hidden name is never picked as newest)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        fill(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

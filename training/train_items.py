@@ -12,7 +12,6 @@ as well as the cold-start model.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -238,26 +237,23 @@ def held_out_metrics(model, batch: Batch) -> dict:
 
 def write_model(base: Path, out: Path, model, meta_fields: dict) -> Path:
     """The base directory's encoder and statements, the fitted heads, and a new phq.json."""
-    import tempfile
-
     from scoring.itemmodel import HEADS_FILE, write_heads
-    from scoring.model import META_FILE, read_meta
+    from scoring.model import META_FILE, read_meta, write_atomically
+    from training.train import TRAINING_USERS_FILE
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    for f in base.iterdir():
-        if f.is_file() and f.name not in (HEADS_FILE, META_FILE):
-            shutil.copy2(f, tmp / f.name)
-    write_heads(tmp, model.heads)
     meta = read_meta(base)
     for k, v in meta_fields.items():
         setattr(meta, k, v)
     meta.created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    (tmp / META_FILE).write_text(meta.to_json())
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+
+    def fill(tmp: Path) -> None:
+        for f in base.iterdir():
+            if f.is_file() and f.name not in (HEADS_FILE, META_FILE, TRAINING_USERS_FILE):
+                shutil.copy2(f, tmp / f.name)
+        write_heads(tmp, model.heads)
+        (tmp / META_FILE).write_text(meta.to_json())
+
+    return write_atomically(out, fill)
 
 
 def realtext_headline(model_dir: Path, cfg) -> dict | None:
