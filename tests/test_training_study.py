@@ -47,7 +47,7 @@ def test_the_study_runs_every_step_and_matches_the_arms_optimiser_steps(tmp_path
     assert set(arms) == set(st["arms"]) and all(len(a["per_seed"]) == 3 for a in arms.values())
     runs = list((tmp_path / "work").glob("arms/*/seed_*/result.json")) + list((tmp_path / "work").glob("scheme/round_*/result.json"))
     assert len(runs) == 9 and {json.loads(r.read_text())["steps"] for r in runs} == {20}
-    assert {"cold_start", "item_student", "minilm_regressor"} <= set(result["realtext"])
+    assert {"cold_start", "item_student", "minilm_regressor", "phq_train_default"} <= set(result["realtext"])
     for model in ("cold_start", "item_student"):
         assert {"v1", "v2", "proposed_reference"} <= set(result["alerts"][model])
     md = study.results_markdown(result, "results")

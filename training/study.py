@@ -49,7 +49,10 @@ SMALL = dict(users=80, bow=dict(n_users=200, train_seed=2026, test_seed=2027), p
              alerts=dict(users=20, seed=4242, days=42), realtext_boot=100, train=dict(max_steps=6, eval_every=3))
 # The item student's fit (heads only: seconds a round). Every run takes the same optimiser steps (no early
 # stop), so reviewer 2's arms are step-matched; the best validation step's heads are kept.
-ITEM_TRAIN = dict(steps=200, eval_every=10, patience=10**6)
+# The scheme's students fit synthetic labels freely (realtext_select off), to show what the scheme does on
+# synthetic users; `phq train`'s default keeps only steps that still read real text as well, and the study
+# trains one model that way too (section 8).
+ITEM_TRAIN = dict(steps=200, eval_every=10, patience=10**6, realtext_select=False, realtext_anchor=0.0)
 
 
 def student():
@@ -187,10 +190,23 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
         regressor = res["model_path"]
         timings["regressor_s"] = round(time.monotonic() - t, 1)
 
+    # 8b. the item model as `phq train` makes it by default (only steps that still read real text as well)
+    t = time.monotonic()
+    from training import train_items
+
+    default_cfg = {**train_items.CONFIG, "install": False, "realtext": False, "quiet": True,
+                   "realtext_data": st.get("realtext_data") or ""}
+    default = train_items.run(str(work / "events.jsonl"), [str(work / "labels.csv")], work / "phq_train_default", default_cfg)
+    default_path = str(work / "phq_train_default" / "model")
+    base_metrics["item_model_phq_train_default"] = _metrics(
+        M, test_users, y_test, _score_dir(default_path, part["test"]), st["bootstrap"])
+    say(f"phq train's default item model: best step {default['train']['best_step']}")
+    timings["phq_train_default_s"] = round(time.monotonic() - t, 1)
+
     # 9. real human text: every model the study ships or trains, beside the two baselines
     t = time.monotonic()
     realtext = realtext_section(coldstart, summary[-1]["model_path"], regressor, st["realtext_boot"], say,
-                                st.get("realtext_data") or None)
+                                st.get("realtext_data") or None, default_path)
     timings["realtext_s"] = round(time.monotonic() - t, 1)
 
     # 10. alerts: v1 rules against v2 (and a proposed rule) on users with known latent trajectories
@@ -222,8 +238,14 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
     return result
 
 
+def _score_dir(path: str, examples) -> list[float]:
+    from scoring.engine import Scorer
+
+    return [o.score for o in Scorer.load(path).score([e.turns for e in examples])]
+
+
 def realtext_section(coldstart: Path, item_student: str, regressor: str | None, n_boot: int, say,
-                     data_dir: str | None = None) -> dict:
+                     data_dir: str | None = None, phq_train_default: str | None = None) -> dict:
     """Held-out real human text (../shared/data): the cold-start model with both baselines, then the
     trained item student and the MiniLM regressor (headline checks)."""
     from training import realtext
@@ -236,6 +258,9 @@ def realtext_section(coldstart: Path, item_student: str, regressor: str | None, 
     say("real text: cold-start model " + json.dumps(realtext.headline(out["cold_start"])))
     out["item_student"] = realtext.run(item_student, data, n_boot=n_boot, progress=False, baselines=False)
     say("real text: item student " + json.dumps(realtext.headline(out["item_student"])))
+    if phq_train_default:
+        out["phq_train_default"] = realtext.run(phq_train_default, data, n_boot=n_boot, progress=False, baselines=False)
+        say("real text: phq train's default " + json.dumps(realtext.headline(out["phq_train_default"])))
     if regressor:
         out["minilm_regressor"] = realtext.run(regressor, data, n_boot=n_boot, progress=False, baselines=False)
         say("real text: MiniLM regressor " + json.dumps(realtext.headline(out["minilm_regressor"])))
@@ -424,7 +449,10 @@ def realtext_markdown(rt: dict) -> list[str]:
          "| --- | --- | --- | --- | --- | --- |",
          row(f"cold-start item model ({cs['model']['model_version']}, the default)", cs["model"])]
     if rt.get("item_student"):
-        L.append(row("item student, final round (synthetic labels)", rt["item_student"]["model"]))
+        L.append(row("item student, final round (fits synthetic labels freely)", rt["item_student"]["model"]))
+    if rt.get("phq_train_default"):
+        L.append(row("item model as `phq train` makes it (steps that still read real text as well)",
+                     rt["phq_train_default"]["model"]))
     if rt.get("minilm_regressor"):
         L.append(row("MiniLM regressor (synthetic labels)", rt["minilm_regressor"]["model"]))
     for name, b in cs.get("baselines", {}).items():

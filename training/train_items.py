@@ -20,6 +20,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+# The heads' parameters a run fits. The softmax's temperature and "none" nearness are how the model reads
+# any clause, so they stay as the base model has them (fitting them to one data set's labels changed how
+# real text reads); `--set trainable=[...]` can add them.
+TRAINABLE = ("item_bias", "logit_mention", "logit_prior", "log_prior_days", "probe")
+
 # -----------------------------------------------------------------------------------------------
 # settings: every knob of a run, as plain data; `--set key=value` overrides any of them
 CONFIG = dict(
@@ -44,10 +49,17 @@ CONFIG = dict(
     realtext=True,  # run the real-text checks (needed to install)
     realtext_data="",  # empty: ../shared/data
     realtext_boot=200,
+    # Keep reading real people: on the real human texts that are not held out (../shared/data's training
+    # splits, unlabelled), the fitted heads' clause evidence is pulled toward the base model's.
+    realtext_anchor=1.0,  # weight of that pull, on log evidence (0: off; the selection rule below stays)
+    trainable=list(TRAINABLE),
+    realtext_select=True,  # only steps that read real text's training splits at least as well are candidates
+    realtext_tolerance=0.0,  # ... at most this below the base model's figures there
+    realtext_anchor_texts=3000,  # at most this many real texts (all CounselChat training questions, then SAD)
     quiet=False,
 )
 
-TRAINABLE = ("log_temperature", "none_at", "item_bias", "logit_mention", "logit_prior", "log_prior_days", "probe")
+
 
 
 def is_item_base(base: str) -> bool:
@@ -129,6 +141,64 @@ class Batch:
         return heads.aggregate(probs, self.day, self.window, self.spans, self.n, self.n_days)
 
 
+class Anchor:
+    """Unlabelled real human text (the training splits of ../shared/data, never the held-out ones), read
+    once: its clauses' nearness and embeddings, and the base model's evidence on them. It pulls the
+    fitted heads' evidence toward the base model's, and its weak labels (CounselChat topics, SAD
+    severity) tell whether a step of the fit still reads real text at least as well as the base model."""
+
+    def __init__(self, model, cfg):
+        import numpy as np
+        import torch
+
+        from training import realtext
+
+        data = Path(cfg["realtext_data"]) if cfg.get("realtext_data") else realtext.default_data_dir()
+        self.n = 0
+        if not (data / "counsel-chat" / "questions.csv").is_file():
+            return
+        cc = realtext.load_counselchat(data, held_out=False)
+        sad = realtext.load_sad(data, held_out=False)[: max(0, cfg["realtext_anchor_texts"] - len(cc))]
+        rendered = [model.render(realtext.as_window(t)) for t in cc + sad]
+        rows, self.weights, self.spans, self.day, self.window = model.batch_inputs(rendered)
+        self.n_days = torch.tensor([r.n_days for r in rendered])
+        self.emb = model.encoder.encode_ids(rows)
+        self.n = len(rendered)
+        self.n_cc = len(cc)
+        self.depression = np.array([t.label == "depression" for t in cc])
+        self.severity = np.array([t.severity for t in sad])
+        with torch.no_grad():
+            self.near = model.heads.facet_nearness(self.emb)
+            self.base = model.heads.probs_from_nearness(self.near, self.emb, self.weights)
+            self.base_reading = self.reading(model.heads)
+
+    def loss(self, heads):
+        """Mean squared difference of log evidence: weak evidence, which ranks most short texts, counts too."""
+        import torch
+
+        if not self.n:
+            return 0.0
+        now = heads.probs_from_nearness(self.near, self.emb, self.weights)
+        return ((torch.log(now + 1e-4) - torch.log(self.base + 1e-4)) ** 2).mean()
+
+    def reading(self, heads) -> tuple[float, float]:
+        """(CounselChat depression AUC, SAD severity Spearman) on the training splits' texts."""
+        import torch
+
+        from training.metrics import auc, spearman
+
+        with torch.no_grad():
+            probs = heads.probs_from_nearness(self.near, self.emb, self.weights)
+            totals = heads.aggregate(probs, self.day, self.window, self.spans, self.n, self.n_days).sum(1).numpy()
+        return (auc(self.depression, totals[: self.n_cc]) or 0.0, spearman(self.severity, totals[self.n_cc:]) or 0.0)
+
+    def reads_as_well(self, heads, tolerance: float = 0.0) -> bool:
+        if not self.n:
+            return True
+        now = self.reading(heads)
+        return all(a >= b - tolerance - 1e-9 for a, b in zip(now, self.base_reading))
+
+
 def huber(x, delta: float = 1.0):
     import torch
 
@@ -136,14 +206,17 @@ def huber(x, delta: float = 1.0):
     return torch.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta))
 
 
-def loss_of(heads, batch: Batch, anchors: dict, cfg) -> object:
+def loss_of(heads, batch: Batch, anchors: dict, cfg, real: Anchor | None = None) -> object:
     pred = batch.predict(heads)
     item_loss = (huber(pred - batch.items).mean(1) * batch.has_items * batch.sample_weight).sum()
     total_loss = (huber((pred.sum(1) - batch.total) / 3.0) * batch.sample_weight).sum()
     denom = batch.sample_weight.sum().clamp(min=1e-6)
     loss = (cfg["item_weight"] * item_loss + cfg["total_weight"] * total_loss) / denom
     anchor = sum(((heads.t[k] - v) ** 2).sum() for k, v in anchors.items())
-    return loss + cfg["anchor_l2"] * anchor / len(anchors)
+    loss = loss + cfg["anchor_l2"] * anchor / max(1, len(anchors))
+    if real is not None and real.n and cfg["realtext_anchor"] > 0:
+        loss = loss + cfg["realtext_anchor"] * real.loss(heads)
+    return loss
 
 
 def mae(heads, batch: Batch) -> float:
@@ -156,33 +229,41 @@ def mae(heads, batch: Batch) -> float:
 # -----------------------------------------------------------------------------------------------
 # the run
 
-def fit(model, train: Batch, val: Batch, cfg, say) -> dict:
-    """Fit the heads in place; returns the run's history. The best validation step's values are kept."""
+def fit(model, train: Batch, val: Batch, cfg, say, real: Anchor | None = None) -> dict:
+    """Fit the heads in place; returns the run's history. The kept values are the best validation step's
+    among the steps that still read the real texts' training splits at least as well as the base model
+    (weak labels: CounselChat topics, SAD severity); with none, the base model's (step 0)."""
     import torch
 
     heads = model.heads
-    anchors = {k: heads.t[k].detach().clone() for k in TRAINABLE if k != "probe"}
-    for k in TRAINABLE:
+    trainable = [k for k in cfg.get("trainable", TRAINABLE)]
+    anchors = {k: heads.t[k].detach().clone() for k in trainable if k != "probe"}
+    for k in trainable:
         heads.t[k] = heads.t[k].detach().clone().requires_grad_(True)
-    groups = [{"params": [heads.t[k] for k in TRAINABLE if k != "probe"], "lr": cfg["lr"], "weight_decay": 0.0},
-              {"params": [heads.t["probe"]], "lr": cfg["probe_lr"], "weight_decay": cfg["probe_l2"]}]
+    groups = [{"params": [heads.t[k] for k in trainable if k != "probe"], "lr": cfg["lr"], "weight_decay": 0.0}]
+    if "probe" in trainable:
+        groups.append({"params": [heads.t["probe"]], "lr": cfg["probe_lr"], "weight_decay": cfg["probe_l2"]})
     opt = torch.optim.AdamW(groups)
     best = {"step": 0, "val_mae": mae(heads, val) if val.n else math.inf,
-            "state": {k: heads.t[k].detach().clone() for k in TRAINABLE}}
+            "state": {k: heads.t[k].detach().clone() for k in trainable}}
     history = [{"step": 0, "val_mae": best["val_mae"], "train_mae": mae(heads, train)}]
     stale = 0
     for step in range(1, cfg["steps"] + 1):
         opt.zero_grad()
-        loss = loss_of(heads, train, anchors, cfg)
+        loss = loss_of(heads, train, anchors, cfg, real)
         loss.backward()
         opt.step()
         if step % cfg["eval_every"] and step != cfg["steps"]:
             continue
         v = mae(heads, val) if val.n else loss.item()
-        history.append({"step": step, "loss": loss.item(), "val_mae": v, "train_mae": mae(heads, train)})
-        say(f"step {step}: loss {loss.item():.4f}, train MAE {history[-1]['train_mae']:.2f}, validation MAE {v:.2f}")
-        if v < best["val_mae"] - 1e-4:
-            best = {"step": step, "val_mae": v, "state": {k: heads.t[k].detach().clone() for k in TRAINABLE}}
+        reads = real.reads_as_well(heads, cfg["realtext_tolerance"]) if real is not None else True
+        reads = reads or not cfg["realtext_select"]
+        history.append({"step": step, "loss": loss.item(), "val_mae": v, "train_mae": mae(heads, train),
+                        "reads_real_text_as_well": reads})
+        say(f"step {step}: loss {loss.item():.4f}, train MAE {history[-1]['train_mae']:.2f}, validation MAE {v:.2f}"
+            + ("" if reads else " (reads real text worse: not a candidate)"))
+        if reads and v < best["val_mae"] - 1e-4:
+            best = {"step": step, "val_mae": v, "state": {k: heads.t[k].detach().clone() for k in trainable}}
             stale = 0
         else:
             stale += 1
@@ -294,9 +375,12 @@ def run(events: str, label_files: list[str], run_dir: Path, cfg: dict) -> dict:
     started = time.monotonic()
     batches = {name: Batch(model, exs, cfg) for name, exs in part.items()}
     say(f"encoder read {sum(int(b.emb.shape[0]) for b in batches.values())} clauses in {time.monotonic() - started:.0f}s")
+    real = Anchor(model, cfg) if cfg["realtext_anchor"] > 0 or cfg["realtext_select"] else None
+    if real is not None and real.n:
+        say(f"real-text anchor: {real.n} unlabelled real texts (the training splits of ../shared/data)")
     before = {name: held_out_metrics(model, b) for name, b in batches.items() if name != "train"}
     base_test_pred = _totals(model, batches["test"])
-    history = fit(model, batches["train"], batches["val"], cfg, say)
+    history = fit(model, batches["train"], batches["val"], cfg, say, real)
     after = {name: held_out_metrics(model, b) for name, b in batches.items() if name != "train"}
 
     cal_part = "test" if batches["test"].n >= 10 else "val"
@@ -416,7 +500,9 @@ def train_student(cfg: dict, train_examples, val_examples, run_dir: Path, log=pr
     for ex in list(train_examples) + list(val_examples):
         ex.extra.setdefault("items", None)
     train_b, val_b = Batch(model, train_examples, cfg), Batch(model, val_examples, cfg)
-    history = fit(model, train_b, val_b, {**cfg, "quiet": True}, lambda _msg: None)
+    real = Anchor(model, cfg) if cfg["realtext_anchor"] > 0 or cfg["realtext_select"] else None
+    base_state = {k: v.detach().clone() for k, v in model.heads.t.items()}
+    history = fit(model, train_b, val_b, {**cfg, "quiet": True}, lambda _msg: None, real)
     fp = fingerprint(list(train_examples))
     version = f"{cfg['name']}-{fp.split(':')[-1][:8]}"
     out = write_model(base, run_dir / "model", model, {"model_version": version, "data_fingerprint": fp,
@@ -426,7 +512,8 @@ def train_student(cfg: dict, train_examples, val_examples, run_dir: Path, log=pr
               "best_val_mae": history["best_val_mae"], "train_seconds": round(time.monotonic() - started, 1),
               "steps": history["history"][-1]["step"], "best_step": history["best_step"], "history": history["history"]}
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    result.update({"cfg": cfg, "model": model, "train_examples": list(train_examples), "val_batch": val_b})
+    result.update({"cfg": cfg, "model": model, "train_examples": list(train_examples), "val_batch": val_b,
+                   "base_state": base_state, "anchor": real})
     log(f"item student {version}: validation MAE {history['best_val_mae']:.2f} in {result['train_seconds']:.0f}s")
     return result
 
@@ -437,9 +524,9 @@ def predict_student(result: dict, examples) -> list[float]:
 
 
 def spread_student(result: dict, examples, passes: int) -> tuple[list[float], list[float]]:
-    """(means, standard deviations) over a small seed ensemble: `passes` sets of heads, each fitted on a
-    bootstrap resample of the round's training examples with a seed of its own (the heads have no dropout,
-    so an ensemble is what makes the estimate vary)."""
+    """(means, standard deviations) over a small seed ensemble: `passes` sets of heads, each fitted from the
+    base model on a bootstrap resample of the round's training examples with a seed of its own (the heads
+    have no dropout, so an ensemble is what makes the estimate vary)."""
     import copy
     import random
 
@@ -454,9 +541,10 @@ def spread_student(result: dict, examples, passes: int) -> tuple[list[float], li
         sample = [train[rng.randrange(len(train))] for _ in train]
         member = copy.copy(model)
         member.heads = copy.copy(model.heads)
-        member.heads.t = {k: v.detach().clone() for k, v in model.heads.t.items()}
+        member.heads.t = {k: v.clone() for k, v in result["base_state"].items()}  # from the same start as the student
         torch.manual_seed(seed)
-        fit(member, Batch(member, sample, cfg), result["val_batch"], {**cfg, "quiet": True}, lambda _msg: None)
+        fit(member, Batch(member, sample, cfg), result["val_batch"], {**cfg, "quiet": True}, lambda _msg: None,
+            result["anchor"])
         members.append(member)
     batch = Batch(model, examples, cfg)
     preds = torch.tensor([_totals(m, batch) for m in members[:passes]])
