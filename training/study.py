@@ -30,8 +30,8 @@ STUDY = dict(
     days=28,
     bow=dict(n_users=400, train_seed=2026, test_seed=2027),  # the bag of words: one seed to train, another to test
     rounds=1,  # student rounds after round 0 (teacher labels)
-    passes=4,  # MC-dropout passes of a student relabelling the pool
-    max_std=0.2,  # keep a student's pseudolabel when its passes agree within this (PHQ-9 points, std)
+    passes=4,  # ensemble members (item student) whose spread decides which relabelled pool users are kept
+    max_std=1.0,  # keep a student's pseudolabel when its ensemble agrees within this (PHQ-9 points, std)
     seeds=(0, 1, 2),  # reviewer 2: every arm trains once per seed, with the same optimiser steps
     arms=("real_only", "real_plus_teacher", "real_plus_scheme"),
     bootstrap=1000,
@@ -410,7 +410,8 @@ def results_markdown(r: dict, figs: str) -> str:
     ab = r["ablation_seeds"]
     L += ["", f"![pool pseudolabels vs truth (synthetic)]({figs}/pool/pool_auc_by_threshold.png)", "",
           "## Reviewer 2: arms with equal optimiser steps, over seeds", "",
-          f"Every arm trains {tr['max_steps']} optimiser steps per seed ({len(st['seeds'])} seeds) on the same test users "
+          f"Every arm trains {ITEM_TRAIN['steps']} optimiser steps of {_item_batch()} windows per seed ({len(st['seeds'])} seeds: "
+          f"the seed draws each step's windows) and is scored on the same test users "
           f"({ab['n']} labels); mean (standard deviation over seeds).", "",
           "| arm | MAE | Pearson r | AUC (>= 10) | MAE minus real_only |", "| --- | --- | --- | --- | --- |"]
     for name, a in ab["arms"].items():
@@ -425,6 +426,12 @@ def results_markdown(r: dict, figs: str) -> str:
           "regressor with LoRA r=16 on `phq synth` v2 windows, saves it, loads it and scores it through the transformers "
           "backend and vLLM; checked end to end on CPU with `--tiny`.", ""]
     return "\n".join(L)
+
+
+def _item_batch() -> int:
+    from training.train_items import CONFIG
+
+    return ITEM_TRAIN.get("batch_size", CONFIG["batch_size"])
 
 
 def realtext_markdown(rt: dict) -> list[str]:

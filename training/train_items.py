@@ -29,7 +29,8 @@ TRAINABLE = ("item_bias", "logit_mention", "logit_prior", "log_prior_days", "pro
 # settings: every knob of a run, as plain data; `--set key=value` overrides any of them
 CONFIG = dict(
     base_model="coldstart",  # "coldstart" (built from the shipped encoder) or an item-model directory
-    steps=400,  # optimiser steps at most (full batch of the training users' clauses)
+    steps=400,  # optimiser steps at most
+    batch_size=32,  # labelled windows per step, drawn with the run's seed (all of them when fewer)
     lr=0.02,
     probe_lr=0.003,
     probe_l2=1e-2,  # weight decay of the probe: what the statements already say is not relearnt
@@ -206,11 +207,13 @@ def huber(x, delta: float = 1.0):
     return torch.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta))
 
 
-def loss_of(heads, batch: Batch, anchors: dict, cfg, real: Anchor | None = None) -> object:
+def loss_of(heads, batch: Batch, anchors: dict, cfg, real: Anchor | None = None, chosen=None) -> object:
+    """The training loss; `chosen` (a 0/1 mask of the batch's windows) is this step's minibatch."""
     pred = batch.predict(heads)
-    item_loss = (huber(pred - batch.items).mean(1) * batch.has_items * batch.sample_weight).sum()
-    total_loss = (huber((pred.sum(1) - batch.total) / 3.0) * batch.sample_weight).sum()
-    denom = batch.sample_weight.sum().clamp(min=1e-6)
+    weight = batch.sample_weight if chosen is None else batch.sample_weight * chosen
+    item_loss = (huber(pred - batch.items).mean(1) * batch.has_items * weight).sum()
+    total_loss = (huber((pred.sum(1) - batch.total) / 3.0) * weight).sum()
+    denom = weight.sum().clamp(min=1e-6)
     loss = (cfg["item_weight"] * item_loss + cfg["total_weight"] * total_loss) / denom
     anchor = sum(((heads.t[k] - v) ** 2).sum() for k, v in anchors.items())
     loss = loss + cfg["anchor_l2"] * anchor / max(1, len(anchors))
@@ -248,9 +251,14 @@ def fit(model, train: Batch, val: Batch, cfg, say, real: Anchor | None = None) -
             "state": {k: heads.t[k].detach().clone() for k in trainable}}
     history = [{"step": 0, "val_mae": best["val_mae"], "train_mae": mae(heads, train)}]
     stale = 0
+    gen = torch.Generator().manual_seed(int(cfg["seed"]))
     for step in range(1, cfg["steps"] + 1):
         opt.zero_grad()
-        loss = loss_of(heads, train, anchors, cfg, real)
+        chosen = None
+        if train.n > cfg["batch_size"]:
+            chosen = torch.zeros(train.n)
+            chosen[torch.randperm(train.n, generator=gen)[: cfg["batch_size"]]] = 1.0
+        loss = loss_of(heads, train, anchors, cfg, real, chosen)
         loss.backward()
         opt.step()
         if step % cfg["eval_every"] and step != cfg["steps"]:
