@@ -1,9 +1,11 @@
 """Erasures as every process sees them: the compacted topic `phq.erasures` (key and value below)
-read into a {user_id: erased_at} map, the rule "ignore what a user did before their erasure", and
+read into a {user key: erased_at} map, the rule "ignore what a user did before their erasure", and
 the keyed hash that records outliving an erasure keep instead of the user id (`user_key`).
 
-Value: JSON {"user_id": ..., "erased_at": ISO 8601 with offset}; key: user_id (UTF-8), so
-compaction keeps each user's latest erasure.
+Value: JSON {"user_key": HMAC-SHA256 of the user id (hex), "erased_at": ISO 8601 with offset}; key:
+the same user key, so compaction keeps each user's latest erasure. The topic never holds a readable
+user id: a process matches an id by hashing it with PHQ_ID_HASH_KEY. (Values of the earlier form,
+{"user_id": ...}, are still read, and hashed on reading.)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import bisect
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,29 +25,36 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from phq import topics
 from phq.settings import Settings
 
-
-def erasure_value(user_id: str, erased_at: datetime) -> bytes:
-    return json.dumps({"user_id": user_id, "erased_at": erased_at.astimezone(timezone.utc).isoformat()}).encode()
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def parse_erasure(value: bytes | None) -> tuple[str, datetime] | None:
-    """(user_id, erased_at) of one topic value; None for a tombstone or a malformed value."""
+def erasure_value(key: str, erased_at: datetime) -> bytes:
+    """A topic value for the user whose keyed hash is `key` (`user_key(user_id)`)."""
+    return json.dumps({"user_key": key, "erased_at": erased_at.astimezone(timezone.utc).isoformat()}).encode()
+
+
+def parse_erasure(value: bytes | None, hash_key: bytes | None = None) -> tuple[str, datetime] | None:
+    """(user key, erased_at) of one topic value; None for a tombstone or a malformed value. A value of
+    the earlier form ({"user_id": ...}) is hashed here."""
     try:
         data = json.loads(value or b"")
         erased_at = datetime.fromisoformat(data["erased_at"])
-        if erased_at.tzinfo is None or not isinstance(data["user_id"], str):
+        if erased_at.tzinfo is None:
             return None
-        return data["user_id"], erased_at
-    except (ValueError, KeyError, TypeError):
+        if isinstance(data.get("user_key"), str) and _HEX64.fullmatch(data["user_key"]):
+            return data["user_key"], erased_at
+        if isinstance(data.get("user_id"), str):
+            return user_key(data["user_id"], hash_key), erased_at
+        return None
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def is_erased(erasures: Mapping[str, datetime], user_id: str, event_time: datetime) -> bool:
-    """True when `user_id` was erased at or after `event_time`: whatever happened before must be ignored.
-
-    Events after the erasure (the user came back) are a fresh start and count again.
+def is_erased(erasures: Mapping[str, datetime], key: str, event_time: datetime) -> bool:
+    """True when the user with keyed hash `key` was erased at or after `event_time`: whatever happened
+    before must be ignored. Events after the erasure (the user came back) are a fresh start and count again.
     """
-    erased_at = erasures.get(user_id)
+    erased_at = erasures.get(key)
     return erased_at is not None and event_time <= erased_at
 
 
@@ -88,10 +98,9 @@ def publish_erasure(settings: Settings, user_id: str, erased_at: datetime, timeo
         "bootstrap.servers": settings.kafka(), "acks": "all", "enable.idempotence": True,
         "message.timeout.ms": int(timeout_s * 1000), "log_level": 2,  # the error below says it once
     })
-    producer.produce(
-        settings.topic(topics.ERASURES), key=user_id.encode(), value=erasure_value(user_id, erased_at),
-        on_delivery=on_delivery,
-    )
+    key = user_key(user_id, settings.hash_key())
+    producer.produce(settings.topic(topics.ERASURES), key=key.encode(), value=erasure_value(key, erased_at),
+                     on_delivery=on_delivery)
     if producer.flush(timeout_s) or errors:
         raise KafkaException(f"erasure of a user was not acknowledged by the broker: {errors or 'timeout'}")
 
@@ -103,9 +112,11 @@ class ErasureLog:
     """
 
     def __init__(self, settings: Settings):
-        self.erased: dict[str, datetime] = {}
-        self._where: dict[str, tuple[int, int]] = {}  # user -> (partition, offset) of their latest erasure
-        self._by_offset: dict[int, list[tuple[int, str]]] = {}  # partition -> [(offset, user)], ascending
+        self.erased: dict[str, datetime] = {}  # user key -> when
+        self._hash_key = settings.hash_key()
+        self._keys: dict[str, str] = {}  # user id -> user key, for the ids looked up (bounded below)
+        self._where: dict[str, tuple[int, int]] = {}  # user key -> (partition, offset) of their latest erasure
+        self._by_offset: dict[int, list[tuple[int, str]]] = {}  # partition -> [(offset, user key)], ascending
         self._next: dict[int, int] = {}  # partition -> next offset to apply
         self._consumer = Consumer({
             "bootstrap.servers": settings.kafka(),
@@ -121,8 +132,17 @@ class ErasureLog:
         self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
         self._consumer.assign(self._partitions)
 
+    def key_of(self, user_id: str) -> str:
+        """The user's keyed hash (memoised: a processor asks for the same users over and over)."""
+        key = self._keys.get(user_id)
+        if key is None:
+            if len(self._keys) >= 100_000:
+                self._keys.clear()
+            key = self._keys[user_id] = user_key(user_id, self._hash_key)
+        return key
+
     def is_erased(self, user_id: str, event_time: datetime) -> bool:
-        return is_erased(self.erased, user_id, event_time)
+        return bool(self.erased) and is_erased(self.erased, self.key_of(user_id), event_time)
 
     def catch_up(self, timeout_s: float = 10.0) -> dict[str, datetime]:
         """Read up to the end of every partition as it is now (or until the timeout)."""
@@ -152,7 +172,7 @@ class ErasureLog:
         return dict(self._next)
 
     def since(self, watermark: dict[int, int]) -> list[tuple[str, datetime]]:
-        """(user, erased_at) of every erasure applied at or after `watermark`, each user once."""
+        """(user key, erased_at) of every erasure applied at or after `watermark`, each user once."""
         users = set()
         for partition, records in self._by_offset.items():
             start = bisect.bisect_left(records, (watermark.get(partition, 0), ""))
@@ -165,10 +185,10 @@ class ErasureLog:
     def _apply(self, msg) -> tuple[str, datetime] | None:
         partition, offset = msg.partition(), msg.offset()
         self._next[partition] = max(self._next.get(partition, 0), offset + 1)
-        parsed = parse_erasure(msg.value())
+        parsed = parse_erasure(msg.value(), self._hash_key)
         if parsed is None:
             return None
-        user_id, erased_at = parsed
+        user_id, erased_at = parsed  # the user's key
         self.erased[user_id] = max(erased_at, self.erased.get(user_id, erased_at))
         self._where[user_id] = (partition, offset)
         self._by_offset.setdefault(partition, []).append((offset, user_id))
@@ -189,7 +209,7 @@ class ErasureLog:
 
 
 def read_erasures(settings: Settings, timeout_s: float = 10.0) -> dict[str, datetime]:
-    """The whole erasures topic as {user_id: erased_at} (for a process that reads it once)."""
+    """The whole erasures topic as {user key: erased_at} (for a process that reads it once)."""
     log = ErasureLog(settings)
     try:
         return dict(log.catch_up(timeout_s))

@@ -48,6 +48,7 @@ from stream.transcripts import (
     apply_event,
     expire_sessions,
     idle_trigger,
+    parse_ids,
     prefetch,
     sweep_user,
     waiting_sessions,
@@ -557,13 +558,14 @@ class StreamProcessor:
         for partition, store in self.stores.items():
             if self.swept.get(partition) == mark:
                 continue
-            for user_id, erased_at in self.erasures.since(self.swept.get(partition, {})):
+            erased = dict(self.erasures.since(self.swept.get(partition, {})))  # user key -> when
+            for user_id in self._stored_users(store, erased):
                 key = ("erasure", partition, user_id)
                 if key in self._redo:
                     log.error("erasure sweep of a user failed twice; skipped", extra={"reason": self._redo.pop(key)})
                     continue
                 try:
-                    gone = sweep_user(store, user_id, (erased_at - EPOCH) // _US)
+                    gone = sweep_user(store, user_id, (erased[self.erasures.key_of(user_id)] - EPOCH) // _US)
                 except Exception as exc:
                     raise Redo("erasure sweep", key, exc) from exc
                 for session in gone:
@@ -572,6 +574,14 @@ class StreamProcessor:
                     log.info("erased user's transcript dropped", extra={"partition": partition, "sessions": len(gone)})
             store.put(ERASURES_KEY, msgspec.msgpack.encode(mark))
             batch.swept[partition] = mark
+
+    def _stored_users(self, store, erased: dict) -> list[str]:
+        """The users of a store whose keyed hash is among `erased` (the erasures topic holds hashes only,
+        so a sweep hashes the ids it holds)."""
+        if not erased:
+            return []
+        users = {parse_ids(key)[0] for key, _ in store.scan(b"m")}
+        return sorted(u for u in users if self.erasures.key_of(u) in erased)
 
     # ---------------------------------------------------------------- recovery 5: fencing
 

@@ -6,6 +6,8 @@ their own state checks."""
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import String, Text, cast, func, or_, select
@@ -38,7 +40,9 @@ def test_is_erased_covers_only_what_happened_before_the_erasure():
 
 
 def test_erasure_values_round_trip_and_malformed_ones_are_ignored():
-    assert parse_erasure(erasure_value("u", NOW)) == ("u", NOW)
+    key = user_key("u", b"k")
+    assert parse_erasure(erasure_value(key, NOW)) == (key, NOW)
+    assert parse_erasure(json.dumps({"user_id": "u", "erased_at": NOW.isoformat()}).encode(), b"k") == (key, NOW)
     for bad in (None, b"", b"not json", b'{"user_id": "u"}', b'{"user_id": "u", "erased_at": "2026-11-01T00:00:00"}'):
         assert parse_erasure(bad) is None
 
@@ -108,7 +112,14 @@ def test_erasing_a_user_leaves_nothing_of_theirs(settings, phq_env):
         stored_at = conn.execute(select(erasures.c.erased_at).where(erasures.c.user_key == key)).scalar()
         assert erased_at(conn, e) == stored_at is not None, "writers find the erasure through the hash"
         assert set(rows_of(conn, f)) >= {"phq9_scores", "symptom_change_events"}
-    assert read_erasures(settings)[e] == stored_at
+    assert read_erasures(settings)[user_key(e)] == stored_at
+    from test_pipeline_support import read_topic
+
+    from phq import topics
+
+    records = read_topic(settings, topics.ERASURES)
+    assert records and not any(e.encode() in (m.key() or b"") + (m.value() or b"") for m in records), \
+        "the erasures topic keeps the keyed hash, never the id"
     assert run_phq(["erase", e], phq_env()).returncode == 0, "erasing again is safe"
     receiver.close()
 
