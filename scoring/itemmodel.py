@@ -162,7 +162,7 @@ class SentenceEncoder:
     def encode_texts(self, texts: list[str]):
         return self.encode_ids(_token_ids(self.tokenizer, texts))
 
-    def encode_ids(self, rows: list[list[int]], *, grad: bool = False):
+    def encode_ids(self, rows: list[list[int]]):
         """(n, dim) float32 tensor of unit vectors, one per token-id row, in input order."""
         import torch
 
@@ -172,7 +172,7 @@ class SentenceEncoder:
         keys = [hashlib.blake2b(repr(r).encode(), digest_size=16).digest() for r in rows]
         todo: dict[bytes, list[int]] = {}
         for n, key in enumerate(keys):
-            hit = None if grad else self.cache.get(key)
+            hit = self.cache.get(key)
             if hit is not None:
                 self.cache.move_to_end(key)
                 out[n] = hit
@@ -184,30 +184,28 @@ class SentenceEncoder:
         first = [todo[k][0] for k in unique]
         lengths = [len(rows[i]) for i in first]
         for batch in plan_batches(lengths, self.batch_tokens, max_padding=0.2):
-            vectors = self._forward([rows[first[b]] for b in batch], grad)
+            vectors = self._forward([rows[first[b]] for b in batch])
             for b, v in zip(batch, vectors):
                 key = unique[b]
                 for n in todo[key]:
                     out[n] = v
-                if not grad:
-                    self.cache[key] = v.detach().clone()
+                self.cache[key] = v.clone()
         while len(self.cache) > EMBED_CACHE_ENTRIES:
             self.cache.popitem(last=False)
         return out
 
-    def _forward(self, rows: list[list[int]], grad: bool):
+    def _forward(self, rows: list[list[int]]):
         import torch
 
         from scoring.batcher import padded
 
         ids, mask = padded(rows, self.pad_id, self.device)
-        ctx = torch.enable_grad() if grad else torch.inference_mode()
-        with ctx:
+        with torch.inference_mode():
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
             vectors = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return vectors if grad else vectors.cpu()
+        return vectors.cpu()
 
 
 # ------------------------------------------------------------------------------------ the heads
@@ -222,8 +220,6 @@ class ItemHeads:
     The bank holds every statement's unit vector with its kind (0 item, 1 counter, 2 neutral), item and
     facet. A plain holder of torch tensors so training can make the parameters trainable; `probe`
     (9 x dim) lets a trained model add what the statements miss, and is zero in the cold-start model."""
-
-    PARAMS = ("log_temperature", "none_at", "item_bias", "logit_mention", "logit_prior", "log_prior_days", "probe")
 
     def __init__(self, tensors: dict, hyper: dict):
         self.t = tensors

@@ -140,7 +140,7 @@ def write_scores(db_url: str, rows: list[dict], evidence: dict[str, list[dict]] 
     from phq.db import engine
     from phq.erasures import erased_at, lock_user
     from phq.tables import phq9_scores
-    from scoring.worker import store_evidence
+    from scoring.evidence import store_evidence
 
     if not rows:
         return 0
@@ -202,7 +202,7 @@ def main(argv: list[str]) -> int:
     summary = f"phq score: {len(results)} user(s) scored with {scorer.model_version}"
     summary += f", {len(users) - len(results)} without a user turn in their window, {bad} bad line(s) skipped"
     if args.write:
-        from scoring.worker import evidence_rows
+        from scoring.evidence import evidence_rows
 
         evidence = {s.request_id: evidence_rows(s.output, settings.evidence_retention_days) for s in results}
         inserted = write_scores(settings.db_url(), [score_row(s, scorer.model_version) for s in results], evidence)

@@ -36,10 +36,15 @@ class Clause:
     cues: tuple[str, ...]  # which cues fired (for evidence and tests)
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of a turn's text, in order."""
+    return _spans(text, _SENTENCE_END, 0, len(text))
+
+
 def split_clauses(text: str, max_clauses: int | None = None) -> list[tuple[str, int, int]]:
     """(clause, start, end) of a turn's text, in order; whitespace-only pieces dropped."""
     out: list[tuple[str, int, int]] = []
-    for s_start, s_end in _spans(text, _SENTENCE_END, 0, len(text)):
+    for s_start, s_end in sentence_spans(text):
         for c_start, c_end in _and_spans(text, _spans(text, _CLAUSE_BREAK, s_start, s_end)):
             for p_start, p_end in _chunks(text, c_start, c_end):
                 piece = text[p_start:p_end].strip()

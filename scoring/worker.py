@@ -38,6 +38,7 @@ from phq.models import ScoringRequest
 from phq.settings import Settings
 from phq.telemetry import KAFKA_LOG, serve_metrics, setup_logging
 from scoring import calibration
+from scoring.evidence import evidence_rows, purge_evidence, store_evidence
 from phq.txn import read_erasures_with_retry
 
 log = logging.getLogger("phq.score_worker")
@@ -98,12 +99,6 @@ _INSERT_CHANGE = text("""
     VALUES (:user_id, :score_id, now(), :kind, :direction, :previous_score, :current_score, :delta,
         :previous_severity, :current_severity, :noise_bound)
     ON CONFLICT (score_id, kind) DO NOTHING""")
-_INSERT_EVIDENCE = text("""
-    INSERT INTO phq9_item_evidence (score_id, item, rank, event_id, session_id, ts, excerpt, weight)
-    VALUES (:score_id, :item, :rank, :event_id, :session_id, :ts, :excerpt, :weight)
-    ON CONFLICT (score_id, item, rank) DO NOTHING""")
-# Evidence excerpts are health data: kept at most PHQ_EVIDENCE_RETENTION_DAYS after the turn was written.
-_PURGE_EVIDENCE = text("DELETE FROM phq9_item_evidence WHERE ts < now() - make_interval(secs => :seconds)")
 _CHANGES_OF = text("SELECT * FROM symptom_change_events WHERE score_id = :score_id ORDER BY kind")
 
 
@@ -126,28 +121,6 @@ def score_row(request: ScoringRequest, output, model_version: str) -> dict:
         "score_low": getattr(output, "score_low", None),
         "score_high": getattr(output, "score_high", None),
     }
-
-
-def evidence_rows(output, retention_days: float, now: datetime | None = None) -> list[dict]:
-    """The phq9_item_evidence rows of one score (without score_id): excerpts already past retention
-    are never written."""
-    now = now or datetime.now(timezone.utc)
-    horizon = now.timestamp() - retention_days * 86400
-    return [
-        {"item": e.item, "rank": e.rank, "event_id": e.event_id, "session_id": e.session_id, "ts": e.ts,
-         "excerpt": e.excerpt[:200], "weight": e.weight}
-        for e in getattr(output, "evidence", ()) or ()
-        if e.ts.timestamp() >= horizon
-    ]
-
-
-def store_evidence(conn, score_id: int, rows: list[dict]) -> None:
-    if rows:
-        conn.execute(_INSERT_EVIDENCE, [{"score_id": score_id, **r} for r in rows])
-
-
-def purge_evidence(conn, retention_days: float) -> int:
-    return conn.execute(_PURGE_EVIDENCE, {"seconds": retention_days * 86400}).rowcount
 
 
 def store_scores(conn, rows: list[dict], settings: Settings, *, evidence: dict[str, list[dict]] | None = None,

@@ -102,14 +102,14 @@ def word_count_scores(texts: list[Text]) -> np.ndarray:
 def naive_wording_scores(texts: list[Text], encoder=None) -> tuple[np.ndarray, np.ndarray]:
     """The untrained comparison: per sentence, cosine to each item's questionnaire wording; max per item; sum."""
     from phq.items import ITEMS
-    from scoring.sentences import _SENTENCE_END, _spans
+    from scoring.sentences import sentence_spans
 
     encoder = encoder or _minilm_encoder()
     item_vecs = encoder.encode_texts([i.wording for i in ITEMS])
     items = np.zeros((len(texts), len(ITEMS)))
     sentences, owner = [], []
     for n, t in enumerate(texts):
-        for a, b in _spans(t.text, _SENTENCE_END, 0, len(t.text)):
+        for a, b in sentence_spans(t.text):
             s = t.text[a:b].strip()
             if s:
                 sentences.append(s)

@@ -199,7 +199,7 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
     default = train_items.run(str(work / "events.jsonl"), [str(work / "labels.csv")], work / "phq_train_default", default_cfg)
     default_path = str(work / "phq_train_default" / "model")
     base_metrics["item_model_phq_train_default"] = _metrics(
-        M, test_users, y_test, _score_dir(default_path, part["test"]), st["bootstrap"])
+        M, test_users, y_test, baselines.ModelDir(default_path).predict(part["test"]), st["bootstrap"])
     say(f"phq train's default item model: best step {default['train']['best_step']}")
     timings["phq_train_default_s"] = round(time.monotonic() - t, 1)
 
@@ -236,12 +236,6 @@ def run(out: Path, work: Path, st: dict = STUDY) -> dict:
     (out / "study.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     say(f"done in {timings['total_s'] / 60:.1f} minutes")
     return result
-
-
-def _score_dir(path: str, examples) -> list[float]:
-    from scoring.engine import Scorer
-
-    return [o.score for o in Scorer.load(path).score([e.turns for e in examples])]
 
 
 def realtext_section(coldstart: Path, item_student: str, regressor: str | None, n_boot: int, say,

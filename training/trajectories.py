@@ -26,8 +26,8 @@ class Point:
 
 def synth_points(scorer, n_users: int, seed: int, days: int = 56, progress: bool = False) -> tuple[list[Point], dict]:
     """Every ended session of `n_users` synthetic users with a user turn, scored; and the truth by user."""
-    from phq.models import Turn
     from phq.window import has_user_turn, window_turns
+    from training.data import turns_from_events
     from training.synth import synthesize
 
     data = synthesize(n_users, seed, days=days, label_fraction=1.0)
@@ -35,15 +35,9 @@ def synth_points(scorer, n_users: int, seed: int, days: int = 56, progress: bool
     truth = {}
     for rec in data.truth:
         truth.setdefault(rec["user_id"], {})[rec["day"]] = rec["phq9_total"]
-    turns: dict[str, list] = {}
-    triggers: list[tuple[str, datetime]] = []
-    for e in data.events:
-        ts = datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
-        if e["event_type"] == "message":
-            turns.setdefault(e["user_id"], []).append(Turn(session_id=e["session_id"], ts=ts, turn=e["turn"], role=e["role"],
-                                                           text=e["text"], event_id=e["event_id"]))
-        elif e["event_type"] == "session_end":
-            triggers.append((e["user_id"], ts))
+    turns = turns_from_events(data.events)
+    triggers = [(e["user_id"], datetime.fromisoformat(e["ts"].replace("Z", "+00:00")))
+                for e in data.events if e["event_type"] == "session_end"]
     windows, keys = [], []
     for user, ts in triggers:
         window = window_turns(turns.get(user, []), ts, 14)
